@@ -1,0 +1,60 @@
+# GPT-2 in one C file. `make` builds ./run; `make run` also fetches and exports GPT-2 if model.bin is
+# missing and generates from "Once upon a time"; `make test` runs the tests; `make bench` times the KV
+# cache against recomputation.
+#
+#   make SAN=1 test     the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make OPENMP= ...    build without OpenMP (one thread); it is used whenever the compiler has it
+#   make NATIVE= ...    build for a generic CPU instead of this machine's
+
+CC      ?= cc
+PYTHON  ?= python3
+# Tests need numpy (Debian's python3-numpy), which is installed for the system interpreter.
+TEST_PYTHON ?= /usr/bin/python3
+MODEL   ?= model.bin
+PROMPT  ?= Once upon a time
+
+# Compiler features, probed once: OpenMP and -march=native are used when the compiler accepts them.
+probe = $(shell printf 'int main(void){return 0;}' | $(CC) $(1) -x c - -o /dev/null 2>/dev/null && echo '$(1)')
+OPENMP  ?= $(call probe,-fopenmp)
+NATIVE  ?= $(call probe,-march=native)
+
+# -ffp-contract=off: the compiler may not fuse a*b+c on its own; run.c asks for FMA explicitly where it
+# wants it, so a token's numbers come out identical whichever code path computed them.
+CFLAGS  ?= -O3 $(NATIVE) -ffp-contract=off
+WARN    := -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-function
+ifeq ($(SAN),1)
+CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all $(NATIVE) -ffp-contract=off
+endif
+ALL_CFLAGS := $(CFLAGS) $(WARN) $(OPENMP)
+LDLIBS  := -lm
+
+.PHONY: all run test bench fuzz clean tokenizer FORCE
+all: $(CURDIR)/run
+
+# The binary is named after the file, so the phony `run` target below (the demo) refers to it by its
+# absolute path; `make` and `make all` just build it.
+$(CURDIR)/run: run.c .build-flags
+	$(CC) $(ALL_CFLAGS) run.c -o $@ $(LDLIBS)
+
+# Rebuild everything when the flags change (e.g. between `make` and `make SAN=1`).
+.build-flags: FORCE
+	@echo '$(CC) $(ALL_CFLAGS)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS)' > $@
+
+run: $(CURDIR)/run $(MODEL)
+	./run $(MODEL) -p "$(PROMPT)" -n 64
+
+# Only when model.bin is missing: download GPT-2 (124M) from Hugging Face and convert it.
+model.bin:
+	$(PYTHON) export_gpt2.py gpt2 $@
+
+tests/test_kernels: tests/test_kernels.c run.c .build-flags
+	$(CC) $(ALL_CFLAGS) tests/test_kernels.c -o $@ $(LDLIBS)
+
+tests/test_tokenizer: tests/test_tokenizer.c run.c .build-flags
+	$(CC) $(ALL_CFLAGS) tests/test_tokenizer.c -o $@ $(LDLIBS)
+
+test: $(CURDIR)/run tests/test_kernels tests/test_tokenizer
+	TEST_PYTHON=$(TEST_PYTHON) SAN=$(SAN) bash tests/run_all.sh
+
+clean:
+	rm -f run tests/test_kernels tests/test_tokenizer .build-flags

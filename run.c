@@ -1,0 +1,1179 @@
+/*
+ * run.c -- GPT-2 inference in one C file, with a KV cache you can see and time.
+ *
+ * What this file is:
+ *   - a complete GPT-2 forward pass (any size of the family) over weights that are mmapped, not copied;
+ *   - one forward function for a chunk of tokens: the prompt goes through it once (prefill, T rows at once),
+ *     then every generated token goes through it alone (decode, T = 1), appending one K and one V row per
+ *     layer to the KV cache;
+ *   - `--no-cache`, which throws the cache away at every step and recomputes the whole sequence with the
+ *     same function, so the saving can be timed and the two paths checked to give identical tokens;
+ *   - GPT-2's exact byte-level BPE tokenizer, a sampler, and a small command line.
+ * What it is not: a training loop, a server, or fast on anything but the CPU it runs on.
+ *
+ * Read it top to bottom: the model file -> the KV cache -> math kernels -> forward pass -> tokenizer ->
+ * sampler -> generation -> command line. Shapes use C = n_embd, T = tokens in a chunk, V = vocab size,
+ * NH = heads, hs = C / NH. Needs only libc and libm; OpenMP, when the compiler has it, splits the loops.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__FMA__) && defined(__x86_64__)
+#include <immintrin.h> // for _mm256_fmadd_ps in fma8() only
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+static int omp_get_max_threads(void) { return 1; }
+#endif
+
+// ----------------------------------------------------------------------------
+// errors and small helpers
+
+#define ERR_LEN 256 // every "char *err" below is a buffer of at least this many bytes
+
+// Formats a one-line error message into err (used by code that must return, not exit: the loaders,
+// which the fuzzers call).
+static int fail(char *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, ERR_LEN, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+// For main's own errors: one line on stderr, exit status 1.
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static void *xmalloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) die("out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+// A read-only view of a whole file: mmapped, so the OS pages weights in on demand and shares them
+// between processes; nothing is copied.
+typedef struct {
+    const unsigned char *data;
+    size_t size;
+} MappedFile;
+
+static int map_file(MappedFile *f, const char *path, const char *what, char *err) {
+    f->data = NULL;
+    f->size = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return fail(err, "cannot open %s '%s': %s", what, path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return fail(err, "cannot stat %s '%s': %s", what, path, strerror(errno));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return fail(err, "%s '%s' is a directory, not a file", what, path);
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size <= 0) {
+        close(fd);
+        return fail(err, "%s '%s' is empty or not a regular file", what, path);
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd); // the mapping stays valid after close
+    if (p == MAP_FAILED) return fail(err, "cannot mmap %s '%s': %s", what, path, strerror(errno));
+    f->data = p;
+    f->size = (size_t)st.st_size;
+    return 0;
+}
+
+static void unmap_file(MappedFile *f) {
+    if (f->data) munmap((void *)f->data, f->size);
+    f->data = NULL;
+    f->size = 0;
+}
+
+// Reads a whole file (or stdin for "-") into a malloc'd, NUL-terminated buffer.
+static int read_file(const char *path, char **out, size_t *len, char *err) {
+    FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!fp) return fail(err, "cannot open '%s': %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n - 1, fp);
+        if (n < cap - 1) break;
+        char *bigger = realloc(buf, cap * 2);
+        if (!bigger) free(buf);
+        buf = bigger;
+        cap *= 2;
+    }
+    int bad = buf ? ferror(fp) : 0;
+    if (fp != stdin) fclose(fp);
+    if (!buf) return fail(err, "out of memory reading '%s'", path);
+    if (bad) {
+        free(buf);
+        return fail(err, "cannot read '%s'", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the model file: config and weights
+//
+// model.bin, version 1, little-endian (written by export_gpt2.py):
+//   bytes 0..255   header: char magic[4] = "GPT2"; uint32 version = 1; uint32 n_layer, n_head, n_embd,
+//                  n_ctx, vocab_size; float32 layer_norm_epsilon; zeros up to byte 256
+//   then float32 tensors, each starting at a multiple of 64 bytes (so SIMD loads from the mmap are
+//   aligned), zero bytes between them, no padding after the last:
+//     wte (V, C)   wpe (n_ctx, C)
+//     per layer: ln_1.w (C)  ln_1.b (C)  c_attn.w (3C, C)  c_attn.b (3C)  attn c_proj.w (C, C)  c_proj.b (C)
+//                ln_2.w (C)  ln_2.b (C)  c_fc.w (4C, C)    c_fc.b (4C)    mlp c_proj.w (C, 4C)  c_proj.b (C)
+//     ln_f.w (C)  ln_f.b (C)
+//   Matrices are stored (out, in): Hugging Face's Conv1D keeps (in, out), the exporter transposes them so
+//   that each output's weights are one contiguous row, the layout a dot-product kernel streams fastest.
+//   The LM head is wte itself (GPT-2 ties them).
+
+#define MODEL_MAGIC "GPT2"
+#define MODEL_VERSION 1
+#define MODEL_HEADER_BYTES 256
+#define TENSOR_ALIGN 64
+
+typedef struct {
+    int n_layer;    // transformer blocks
+    int n_head;     // attention heads per block
+    int n_embd;     // C, the width of the residual stream
+    int n_ctx;      // longest sequence the position table covers
+    int vocab_size; // V
+    float ln_eps;   // layer norm epsilon
+} Config;
+
+typedef struct {
+    const float *ln1_w, *ln1_b;     // (C)
+    const float *attn_w;            // (3C, C) rows: q outputs, then k, then v
+    const float *attn_b;            // (3C)
+    const float *attn_proj_w;       // (C, C)
+    const float *attn_proj_b;       // (C)
+    const float *ln2_w, *ln2_b;     // (C)
+    const float *fc_w;              // (4C, C)
+    const float *fc_b;              // (4C)
+    const float *fc_proj_w;         // (C, 4C)
+    const float *fc_proj_b;         // (C)
+} LayerWeights;
+
+typedef struct {
+    const float *wte;      // (V, C) token embeddings, also the LM head
+    const float *wpe;      // (n_ctx, C) position embeddings
+    LayerWeights *layers;  // n_layer of them (the only allocation; the floats live in the mmap)
+    const float *lnf_w, *lnf_b; // (C)
+} Weights;
+
+typedef struct {
+    Config config;
+    Weights weights;
+    MappedFile file;
+} Model;
+
+static uint32_t read_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t align_up(uint64_t n) { return (n + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
+
+// Walks the tensor list in file order. With data == NULL it only measures: *end becomes the file size
+// this config implies, which is how the header is checked against the real size before any pointer is
+// handed out.
+static uint64_t take(const unsigned char *data, uint64_t *offset, uint64_t n_floats, const float **out) {
+    uint64_t start = align_up(*offset);
+    *offset = start + n_floats * sizeof(float);
+    if (out) *out = data ? (const float *)(data + start) : NULL;
+    return start;
+}
+
+static uint64_t layout_tensors(const Config *c, const unsigned char *data, Weights *w) {
+    uint64_t C = (uint64_t)c->n_embd, off = MODEL_HEADER_BYTES;
+    Weights none;
+    LayerWeights scratch;
+    if (!w) w = &none;
+    take(data, &off, (uint64_t)c->vocab_size * C, &w->wte);
+    take(data, &off, (uint64_t)c->n_ctx * C, &w->wpe);
+    for (int l = 0; l < c->n_layer; l++) {
+        LayerWeights *L = (w != &none && w->layers) ? &w->layers[l] : &scratch;
+        take(data, &off, C, &L->ln1_w);
+        take(data, &off, C, &L->ln1_b);
+        take(data, &off, 3 * C * C, &L->attn_w);
+        take(data, &off, 3 * C, &L->attn_b);
+        take(data, &off, C * C, &L->attn_proj_w);
+        take(data, &off, C, &L->attn_proj_b);
+        take(data, &off, C, &L->ln2_w);
+        take(data, &off, C, &L->ln2_b);
+        take(data, &off, 4 * C * C, &L->fc_w);
+        take(data, &off, 4 * C, &L->fc_b);
+        take(data, &off, 4 * C * C, &L->fc_proj_w);
+        take(data, &off, C, &L->fc_proj_b);
+    }
+    take(data, &off, C, &w->lnf_w);
+    take(data, &off, C, &w->lnf_b);
+    return off;
+}
+
+// Validates a model.bin image of `size` bytes and points m's weights into it. Trusts nothing: every field
+// is range-checked before it is multiplied, and the size the config implies must equal the file's.
+static int model_parse(Model *m, const unsigned char *data, size_t size, char *err) {
+    memset(&m->weights, 0, sizeof m->weights);
+    if (size < MODEL_HEADER_BYTES)
+        return fail(err, "model file is too small (%zu bytes; the header alone is %d)", size, MODEL_HEADER_BYTES);
+    if (memcmp(data, MODEL_MAGIC, 4) != 0)
+        return fail(err, "not a model.bin (bad magic; expected \"GPT2\"); HINT: export one with: python3 export_gpt2.py gpt2 model.bin");
+    uint32_t version = read_u32(data + 4);
+    if (version != MODEL_VERSION)
+        return fail(err, "unsupported model.bin version %u (this run reads version %d); HINT: re-export with this checkout's export_gpt2.py", version, MODEL_VERSION);
+    uint32_t f[5];
+    for (int i = 0; i < 5; i++) f[i] = read_u32(data + 8 + 4 * i);
+    float eps;
+    memcpy(&eps, data + 28, sizeof eps);
+    // Generous bounds: far above GPT-2 XL (48 layers, 25 heads, 1600 wide, 1024 positions, 50257 tokens)
+    // yet small enough that every size computed below fits easily in 64 bits.
+    if (f[0] < 1 || f[0] > 4096) return fail(err, "bad model header: n_layer = %u (expected 1..4096)", f[0]);
+    if (f[1] < 1 || f[1] > 4096) return fail(err, "bad model header: n_head = %u (expected 1..4096)", f[1]);
+    if (f[2] < 1 || f[2] > 65536) return fail(err, "bad model header: n_embd = %u (expected 1..65536)", f[2]);
+    if (f[2] % f[1] != 0) return fail(err, "bad model header: n_embd %u is not a multiple of n_head %u", f[2], f[1]);
+    if (f[3] < 1 || f[3] > 1 << 20) return fail(err, "bad model header: n_ctx = %u (expected 1..1048576)", f[3]);
+    if (f[4] < 1 || f[4] > 1 << 24) return fail(err, "bad model header: vocab_size = %u (expected 1..16777216)", f[4]);
+    if (!(eps > 0.0f && eps < 1.0f)) return fail(err, "bad model header: layer_norm_epsilon = %g (expected 0 < eps < 1)", (double)eps);
+    for (int i = 32; i < MODEL_HEADER_BYTES; i++)
+        if (data[i] != 0) return fail(err, "bad model header: reserved byte %d is not zero (file written by a newer exporter?)", i);
+    Config *c = &m->config;
+    *c = (Config){(int)f[0], (int)f[1], (int)f[2], (int)f[3], (int)f[4], eps};
+    uint64_t expected = layout_tensors(c, NULL, NULL);
+    if (expected != size)
+        return fail(err, "model file size %zu does not match its config (%d layers, %d wide, %d positions, %d tokens need %llu bytes)%s",
+                    size, c->n_layer, c->n_embd, c->n_ctx, c->vocab_size, (unsigned long long)expected,
+                    size < expected ? "; the file is truncated" : "");
+    m->weights.layers = calloc((size_t)c->n_layer, sizeof(LayerWeights));
+    if (!m->weights.layers) return fail(err, "out of memory for %d layer descriptors", c->n_layer);
+    layout_tensors(c, data, &m->weights);
+    return 0;
+}
+
+static int model_load(Model *m, const char *path, char *err) {
+    memset(m, 0, sizeof *m);
+    if (map_file(&m->file, path, "model", err) != 0) return -1;
+    if (model_parse(m, m->file.data, m->file.size, err) != 0) {
+        unmap_file(&m->file);
+        return -1;
+    }
+    return 0;
+}
+
+static void model_free(Model *m) {
+    free(m->weights.layers);
+    m->weights.layers = NULL;
+    unmap_file(&m->file);
+}
+
+static uint64_t model_param_count(const Config *c) {
+    uint64_t C = (uint64_t)c->n_embd;
+    return (uint64_t)c->vocab_size * C + (uint64_t)c->n_ctx * C + 2 * C +
+           (uint64_t)c->n_layer * (12 * C * C + 13 * C);
+}
+
+// ----------------------------------------------------------------------------
+// the KV cache
+//
+// Attention at position p needs the keys and values of every position 0..p. They depend only on the
+// tokens up to their own position, so once computed they never change: keep them, and each new token
+// costs one row of K and V per layer instead of recomputing the whole prefix.
+//
+//   k[layer][pos][C], v[layer][pos][C]    (all heads side by side; head h owns columns h*hs .. h*hs+hs-1)
+//   bytes per token = 2 (K and V) x n_layer x n_embd x 4 (float32)
+//                   = 2 x 12 x 768 x 4 = 73,728 bytes = 72 KiB for GPT-2 small,
+//   so a full 1024-token context holds 72 MiB (GPT-2 XL: 2 x 48 x 1600 x 4 = 600 KiB/token, 600 MiB).
+// The arrays are reserved for n_ctx positions but the OS only backs the pages written, so memory in use
+// grows with len, which is what the summary reports.
+
+typedef struct {
+    int n_layer, n_ctx, dim; // dim = n_embd
+    int len;                 // positions [0, len) hold valid keys and values
+    float *k;                // (n_layer, n_ctx, dim)
+    float *v;                // (n_layer, n_ctx, dim)
+} KVCache;
+
+static void kv_cache_init(KVCache *kv, const Config *c) {
+    kv->n_layer = c->n_layer;
+    kv->n_ctx = c->n_ctx;
+    kv->dim = c->n_embd;
+    kv->len = 0;
+    size_t floats = (size_t)c->n_layer * c->n_ctx * c->n_embd;
+    kv->k = xmalloc(floats * sizeof(float), "the KV cache (keys)");
+    kv->v = xmalloc(floats * sizeof(float), "the KV cache (values)");
+}
+
+static void kv_cache_free(KVCache *kv) {
+    free(kv->k);
+    free(kv->v);
+    kv->k = kv->v = NULL;
+}
+
+static size_t kv_bytes_per_token(const KVCache *kv) { return 2 * (size_t)kv->n_layer * kv->dim * sizeof(float); }
+static size_t kv_bytes_used(const KVCache *kv) { return (size_t)kv->len * kv_bytes_per_token(kv); }
+
+static float *kv_key(const KVCache *kv, int layer, int pos) { return kv->k + ((size_t)layer * kv->n_ctx + pos) * kv->dim; }
+static float *kv_value(const KVCache *kv, int layer, int pos) { return kv->v + ((size_t)layer * kv->n_ctx + pos) * kv->dim; }
+
+// Copies the K and V parts of T rows of qkv (T, 3C) into the cache at positions pos .. pos+T-1.
+static void kv_cache_store(KVCache *kv, int layer, int pos, int T, const float *qkv) {
+    int C = kv->dim;
+    for (int t = 0; t < T; t++) {
+        memcpy(kv_key(kv, layer, pos + t), qkv + (size_t)t * 3 * C + C, (size_t)C * sizeof(float));
+        memcpy(kv_value(kv, layer, pos + t), qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * sizeof(float));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// activations: scratch buffers for one chunk of up to n_ctx tokens, allocated once
+
+typedef struct {
+    float *x;       // (n_ctx, C) the residual stream
+    float *xn;      // (n_ctx, C) layer-normed input of a sublayer; after forward(), the final hidden states
+    float *qkv;     // (n_ctx, 3C)
+    float *att;     // (n_ctx, C) attention output, heads concatenated
+    float *sub;     // (n_ctx, C) a sublayer's output before it joins the residual stream
+    float *hidden;  // (n_ctx, 4C) MLP hidden layer
+    float *scores;  // (threads, ATT_ROWS, n_ctx) attention weights, a block of rows per thread
+    float *logits;  // (LOGIT_ROWS, V)
+} RunState;
+
+#define LOGIT_ROWS 16 // rows of logits computed at once when scoring a text (--ppl)
+#define ATT_ROWS 4    // query rows per attention job: each key loaded serves all of them
+
+static void run_state_init(RunState *s, const Config *c) {
+    size_t T = (size_t)c->n_ctx, C = (size_t)c->n_embd;
+    s->x = xmalloc(T * C * sizeof(float), "activations");
+    s->xn = xmalloc(T * C * sizeof(float), "activations");
+    s->qkv = xmalloc(T * 3 * C * sizeof(float), "activations");
+    s->att = xmalloc(T * C * sizeof(float), "activations");
+    s->sub = xmalloc(T * C * sizeof(float), "activations");
+    s->hidden = xmalloc(T * 4 * C * sizeof(float), "activations");
+    s->scores = xmalloc((size_t)omp_get_max_threads() * ATT_ROWS * T * sizeof(float), "attention scores");
+    s->logits = xmalloc((size_t)LOGIT_ROWS * c->vocab_size * sizeof(float), "logits");
+}
+
+static void run_state_free(RunState *s) {
+    free(s->x);
+    free(s->xn);
+    free(s->qkv);
+    free(s->att);
+    free(s->sub);
+    free(s->hidden);
+    free(s->scores);
+    free(s->logits);
+}
+
+// ----------------------------------------------------------------------------
+// math kernels
+//
+// Every kernel computes each output row with the same sequence of float operations whatever T is and
+// wherever the row sits in the chunk. That is what makes a token's K and V identical whether they were
+// computed in a 500-token prefill, a 1-token decode step or a --no-cache recomputation, and so makes the
+// cached and uncached runs produce byte-identical text.
+
+// Eight floats that GCC and clang treat as one SIMD register (AVX on x86, two NEON registers on ARM).
+// A portable stand-in for intrinsics.
+typedef float vec8 __attribute__((vector_size(32)));
+
+static inline vec8 load8(const float *p) {
+    vec8 v;
+    memcpy(&v, p, sizeof v); // an unaligned vector load; memcpy keeps it legal C
+    return v;
+}
+
+// a * b + c, eight lanes at once. The build turns off the compiler's own fusing of a*b+c
+// (-ffp-contract=off): it fused some unrolled copies of a loop and not others, which changed the last
+// bit of a row between a 1-token and a many-token pass (tests/test_kernels.c caught it). So the one
+// FMA the engine relies on is spelled out here, the only intrinsic in the file; elsewhere it is a
+// multiply then an add, equally deterministic.
+static inline vec8 fma8(vec8 a, vec8 b, vec8 c) {
+#if defined(__FMA__) && defined(__x86_64__)
+    return (vec8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
+}
+
+// A fixed summation order, so that results never depend on how a caller was unrolled.
+static inline float sum8(vec8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+
+// out[t][o] = bias[o] + dot(x row t, w row o) for a block of TB token rows and OB weight rows.
+// Each weight vector loaded is used TB times and each input vector OB times from registers: this reuse
+// is what lets a batched prefill run near the FMA peak while a T = 1 decode is limited by memory.
+// Called with constant TB and OB, so the compiler unrolls it into straight-line vector code.
+static inline __attribute__((always_inline)) void
+dot_block(float *out, size_t ldo, const float *x, size_t ldx, const float *w, size_t ldw, const float *bias,
+          int n, const int TB, const int OB) {
+    vec8 acc[4][4];
+    float tail[4][4];
+    for (int t = 0; t < TB; t++)
+        for (int o = 0; o < OB; o++) {
+            acc[t][o] = (vec8){0};
+            tail[t][o] = 0.0f;
+        }
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        vec8 xv[4];
+        for (int t = 0; t < TB; t++) xv[t] = load8(x + t * ldx + k);
+        for (int o = 0; o < OB; o++) {
+            vec8 wv = load8(w + o * ldw + k);
+            for (int t = 0; t < TB; t++) acc[t][o] = fma8(xv[t], wv, acc[t][o]);
+        }
+    }
+    for (; k < n; k++) // the last n % 8 inputs (only tiny test models have any)
+        for (int t = 0; t < TB; t++)
+            for (int o = 0; o < OB; o++) tail[t][o] += x[t * ldx + k] * w[o * ldw + k];
+    for (int t = 0; t < TB; t++)
+        for (int o = 0; o < OB; o++) out[t * ldo + o] = (bias ? bias[o] : 0.0f) + (sum8(acc[t][o]) + tail[t][o]);
+}
+
+// The same block for any tb <= 4, ob <= 4: dispatches to a constant-shaped copy.
+static void dot_block_any(float *out, size_t ldo, const float *x, size_t ldx, const float *w, size_t ldw,
+                          const float *bias, int n, int tb, int ob) {
+#define DOT_CASE(TB, OB) \
+    case (TB) * 8 + (OB): dot_block(out, ldo, x, ldx, w, ldw, bias, n, TB, OB); return;
+    switch (tb * 8 + ob) {
+        DOT_CASE(1, 1) DOT_CASE(1, 2) DOT_CASE(1, 3) DOT_CASE(1, 4)
+        DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4)
+        DOT_CASE(3, 1) DOT_CASE(3, 2) DOT_CASE(3, 3) DOT_CASE(3, 4)
+        DOT_CASE(4, 1) DOT_CASE(4, 2) DOT_CASE(4, 3) DOT_CASE(4, 4)
+    }
+#undef DOT_CASE
+}
+
+// out (T, n_out) = in (T, n_in) . w (n_out, n_in)^T + bias (n_out); bias may be NULL.
+// Threads split the output rows, so each streams its own share of the weights. Within a thread, a tile
+// of weight rows small enough to stay in L2 is reused by every token row before moving on.
+static void matmul(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out) {
+    int tile = (int)(128 * 1024 / ((size_t)n_in * sizeof(float))); // weight rows per ~128 KiB tile
+    tile = tile < 4 ? 4 : tile / 4 * 4;
+    int n_tiles = (n_out + tile - 1) / tile;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n_tiles; i++) {
+        int o_end = (i + 1) * tile < n_out ? (i + 1) * tile : n_out;
+        for (int t = 0; t < T; t += 4) {
+            int tb = T - t < 4 ? T - t : 4;
+            for (int o = i * tile; o < o_end; o += 4) {
+                int ob = o_end - o < 4 ? o_end - o : 4;
+                dot_block_any(out + (size_t)t * n_out + o, (size_t)n_out, in + (size_t)t * n_in, (size_t)n_in,
+                              w + (size_t)o * n_in, (size_t)n_in, bias ? bias + o : NULL, n_in, tb, ob);
+            }
+        }
+    }
+}
+
+// out = (in - mean) / sqrt(var + eps) * weight + bias, row by row over T rows of C.
+static void layernorm(float *out, const float *in, const float *weight, const float *bias, int T, int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *x = in + (size_t)t * C;
+        float *y = out + (size_t)t * C;
+        float mean = 0.0f, var = 0.0f;
+        for (int i = 0; i < C; i++) mean += x[i];
+        mean /= (float)C;
+        for (int i = 0; i < C; i++) var += (x[i] - mean) * (x[i] - mean);
+        var /= (float)C;
+        float rstd = 1.0f / sqrtf(var + eps);
+        for (int i = 0; i < C; i++) y[i] = (x[i] - mean) * rstd * weight[i] + bias[i];
+    }
+}
+
+// GPT-2's tanh approximation of GELU: 0.5 u (1 + tanh(z)) with z = sqrt(2/pi) (u + 0.044715 u^3),
+// written as u * sigmoid(2z), which is the same function and needs one expf instead of a tanhf.
+static void gelu(float *x, size_t n) {
+    const float s = 0.7978845608028654f; // sqrt(2/pi)
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float u = x[i];
+        float z = s * (u + 0.044715f * u * u * u);
+        x[i] = u / (1.0f + expf(-2.0f * z));
+    }
+}
+
+static void add_inplace(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+// out (dim) = sum over j < n of weights[j] * v row j (rows ldv apart). 32 output columns at a time in
+// four vector accumulators; the sum over j runs in order for every column.
+static void weighted_sum(float *restrict out, const float *weights, const float *v, size_t ldv, int n, int dim) {
+    int i = 0;
+    for (; i + 32 <= dim; i += 32) {
+        vec8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int j = 0; j < n; j++) {
+            const float *vj = v + j * ldv + i;
+            vec8 wj = (vec8){0} + weights[j];
+            a0 = fma8(wj, load8(vj), a0);
+            a1 = fma8(wj, load8(vj + 8), a1);
+            a2 = fma8(wj, load8(vj + 16), a2);
+            a3 = fma8(wj, load8(vj + 24), a3);
+        }
+        memcpy(out + i, &a0, sizeof a0);
+        memcpy(out + i + 8, &a1, sizeof a1);
+        memcpy(out + i + 16, &a2, sizeof a2);
+        memcpy(out + i + 24, &a3, sizeof a3);
+    }
+    for (; i < dim; i++) { // heads narrower than 32 (test models) or their last columns
+        float a = 0.0f;
+        for (int j = 0; j < n; j++) a += weights[j] * v[j * ldv + i];
+        out[i] = a;
+    }
+}
+
+// Causal self-attention for T query rows at positions pos .. pos+T-1. Queries come from qkv (T, 3C);
+// keys and values come from the cache, which already holds positions 0 .. pos+T-1 of this layer.
+// out (T, C). A job is up to ATT_ROWS consecutive rows of one head, with ATT_ROWS rows of scores per
+// thread. Jobs are dealt round-robin because later rows see more keys (a plain split would leave one
+// thread with all the long rows).
+static void attention(float *out, const float *qkv, const KVCache *kv, int layer, int T, int pos, int n_head,
+                      float *scores_all) {
+    int C = kv->dim, hs = C / n_head, n_ctx = kv->n_ctx;
+    int row_blocks = (T + ATT_ROWS - 1) / ATT_ROWS;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for schedule(static, 1)
+    for (int job = 0; job < row_blocks * n_head; job++) {
+        int t0 = job / n_head * ATT_ROWS, h = job % n_head;
+        int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+        float *scores = scores_all + (size_t)omp_get_thread_num() * ATT_ROWS * n_ctx;
+        // scores[r][j] = q_r . k_j for every key the block's last row sees; an earlier row ignores the
+        // few keys past its own position (the causal mask).
+        int n_keys_max = pos + t0 + rows;
+        for (int j = 0; j < n_keys_max; j += 4) {
+            int nk = n_keys_max - j < 4 ? n_keys_max - j : 4;
+            dot_block_any(scores + j, (size_t)n_ctx, qkv + (size_t)t0 * 3 * C + h * hs, (size_t)3 * C,
+                          kv_key(kv, layer, j) + h * hs, (size_t)C, NULL, hs, rows, nk);
+        }
+        for (int r = 0; r < rows; r++) {
+            float *s = scores + (size_t)r * n_ctx;
+            int n_keys = pos + t0 + r + 1; // this token sees itself and everything before it
+            float max = -INFINITY, sum = 0.0f;
+            for (int j = 0; j < n_keys; j++) {
+                s[j] *= scale;
+                if (s[j] > max) max = s[j];
+            }
+            for (int j = 0; j < n_keys; j++) {
+                s[j] = expf(s[j] - max);
+                sum += s[j];
+            }
+            for (int j = 0; j < n_keys; j++) s[j] /= sum; // softmax: the attention weights
+            weighted_sum(out + (size_t)(t0 + r) * C + h * hs, s, kv_value(kv, layer, 0) + h * hs, (size_t)C, n_keys, hs);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the forward pass
+
+// Runs tokens[0..T) at positions pos .. pos+T-1 through the model. The cache must hold exactly positions
+// 0 .. pos-1; on return it holds 0 .. pos+T-1 and s->xn holds the T final (layer-normed) hidden states.
+// Prefill calls this once with the whole prompt, decode with T = 1, --no-cache with pos = 0 every time.
+static void forward(const Model *m, RunState *s, KVCache *kv, const int *tokens, int T, int pos) {
+    const Config *c = &m->config;
+    const Weights *w = &m->weights;
+    int C = c->n_embd;
+    size_t TC = (size_t)T * C;
+
+    for (int t = 0; t < T; t++) {
+        const float *tok = w->wte + (size_t)tokens[t] * C, *p = w->wpe + (size_t)(pos + t) * C;
+        for (int i = 0; i < C; i++) s->x[(size_t)t * C + i] = tok[i] + p[i];
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        const LayerWeights *L = &w->layers[l];
+        // attention sublayer: x += proj(attention(LN1(x)))
+        layernorm(s->xn, s->x, L->ln1_w, L->ln1_b, T, C, c->ln_eps);
+        matmul(s->qkv, s->xn, L->attn_w, L->attn_b, T, C, 3 * C);
+        kv_cache_store(kv, l, pos, T, s->qkv); // the only place the cache grows
+        attention(s->att, s->qkv, kv, l, T, pos, c->n_head, s->scores);
+        matmul(s->sub, s->att, L->attn_proj_w, L->attn_proj_b, T, C, C);
+        add_inplace(s->x, s->sub, TC);
+        // MLP sublayer: x += proj(gelu(fc(LN2(x))))
+        layernorm(s->xn, s->x, L->ln2_w, L->ln2_b, T, C, c->ln_eps);
+        matmul(s->hidden, s->xn, L->fc_w, L->fc_b, T, C, 4 * C);
+        gelu(s->hidden, TC * 4);
+        matmul(s->sub, s->hidden, L->fc_proj_w, L->fc_proj_b, T, 4 * C, C);
+        add_inplace(s->x, s->sub, TC);
+    }
+    layernorm(s->xn, s->x, w->lnf_w, w->lnf_b, T, C, c->ln_eps);
+    kv->len = pos + T;
+}
+
+// logits (rows, V) = hidden (rows, C) . wte^T: only for the rows that are sampled or scored.
+static void compute_logits(const Model *m, float *logits, const float *hidden, int rows) {
+    matmul(logits, hidden, m->weights.wte, NULL, rows, m->config.n_embd, m->config.vocab_size);
+}
+
+// ----------------------------------------------------------------------------
+// tokenizer
+#ifdef TOKENIZER_FILE
+#include TOKENIZER_FILE
+#endif
+
+// ----------------------------------------------------------------------------
+// sampler: temperature, then top-k, then top-p (the order Hugging Face's generate() applies them)
+
+typedef struct {
+    float prob;
+    int id;
+} ProbIndex;
+
+typedef struct {
+    float temperature; // 0 = greedy
+    float top_p;       // 1 = off
+    int top_k;         // 0 = off
+    uint64_t rng;      // xorshift64* state, never 0
+    ProbIndex *cands;  // (V) scratch
+    float *probs;      // (V) scratch
+} Sampler;
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+static void sampler_init(Sampler *s, int V, float temperature, float top_p, int top_k, uint64_t seed) {
+    s->temperature = temperature;
+    s->top_p = top_p;
+    s->top_k = top_k;
+    s->rng = splitmix64(seed) | 1; // any seed, including 0, gives a valid non-zero state
+    s->cands = xmalloc((size_t)V * sizeof(ProbIndex), "the sampler");
+    s->probs = xmalloc((size_t)V * sizeof(float), "the sampler");
+}
+
+static void sampler_free(Sampler *s) {
+    free(s->cands);
+    free(s->probs);
+}
+
+static float random_unit(Sampler *s) { // uniform in [0, 1)
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return (float)((s->rng * 0x2545F4914F6CDD1DULL) >> 40) / 16777216.0f;
+}
+
+static int argmax(const float *x, int n) { // ties go to the lowest id
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+// Higher probability first; equal probabilities by id, so the order never depends on qsort's whims.
+static int prob_desc(const void *a, const void *b) {
+    const ProbIndex *x = a, *y = b;
+    if (x->prob != y->prob) return x->prob > y->prob ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+// Moves the k most probable of a[0..n) to a[0..k), sorted, in O(n log k): a min-heap of the best k so far.
+static void select_top_k(ProbIndex *a, int n, int k) {
+    for (int i = k / 2 - 1; i >= 0; i--) { // heapify a[0..k) with the worst candidate at the root
+        for (int p = i;;) {
+            int c = 2 * p + 1;
+            if (c >= k) break;
+            if (c + 1 < k && prob_desc(&a[c + 1], &a[c]) > 0) c++;
+            if (prob_desc(&a[c], &a[p]) <= 0) break;
+            ProbIndex tmp = a[p]; a[p] = a[c]; a[c] = tmp;
+            p = c;
+        }
+    }
+    for (int i = k; i < n; i++) {
+        if (prob_desc(&a[i], &a[0]) >= 0) continue; // not better than the worst kept
+        a[0] = a[i];
+        for (int p = 0;;) {
+            int c = 2 * p + 1;
+            if (c >= k) break;
+            if (c + 1 < k && prob_desc(&a[c + 1], &a[c]) > 0) c++;
+            if (prob_desc(&a[c], &a[p]) <= 0) break;
+            ProbIndex tmp = a[p]; a[p] = a[c]; a[c] = tmp;
+            p = c;
+        }
+    }
+    qsort(a, (size_t)k, sizeof *a, prob_desc);
+}
+
+static int sample(Sampler *s, const float *logits, int V) {
+    if (s->temperature == 0.0f) return argmax(logits, V);
+    float max = logits[argmax(logits, V)];
+    double total = 0.0;
+    for (int i = 0; i < V; i++) {
+        s->probs[i] = expf((logits[i] - max) / s->temperature);
+        total += s->probs[i];
+    }
+    for (int i = 0; i < V; i++) s->probs[i] = (float)(s->probs[i] / total);
+
+    // Candidates. Without top-k, a token below (1 - top_p) / (V - 1) can never be inside the nucleus,
+    // so dropping those first leaves a short list to sort (llama2.c's trick) and changes nothing.
+    int n = 0;
+    float cutoff = (s->top_k == 0 && s->top_p < 1.0f) ? (1.0f - s->top_p) / (float)(V - 1 > 0 ? V - 1 : 1) : 0.0f;
+    for (int i = 0; i < V; i++)
+        if (s->probs[i] >= cutoff) s->cands[n++] = (ProbIndex){s->probs[i], i};
+    if (n == 0) s->cands[n++] = (ProbIndex){s->probs[argmax(s->probs, V)], argmax(s->probs, V)};
+    if (s->top_k > 0 && s->top_k < n) {
+        select_top_k(s->cands, n, s->top_k);
+        n = s->top_k;
+    } else if (s->top_p < 1.0f) {
+        qsort(s->cands, (size_t)n, sizeof *s->cands, prob_desc);
+    }
+    // The mass the kept candidates are measured against: after top-k the distribution is renormalized
+    // over the k survivors; otherwise it is the whole distribution (whose sum is 1).
+    double mass = 1.0;
+    if (s->top_k > 0 && s->top_k < V) {
+        mass = 0.0;
+        for (int i = 0; i < n; i++) mass += s->cands[i].prob;
+    }
+    if (s->top_p < 1.0f) { // keep the shortest prefix whose probability reaches top_p
+        double cum = 0.0;
+        for (int i = 0; i < n; i++) {
+            cum += s->cands[i].prob;
+            if (cum >= s->top_p * mass) {
+                n = i + 1;
+                break;
+            }
+        }
+    }
+    double kept = 0.0;
+    for (int i = 0; i < n; i++) kept += s->cands[i].prob;
+    double r = (double)random_unit(s) * kept, cum = 0.0;
+    for (int i = 0; i < n; i++) {
+        cum += s->cands[i].prob;
+        if (r < cum) return s->cands[i].id;
+    }
+    return s->cands[n - 1].id; // rounding left r at the very end
+}
+
+// ----------------------------------------------------------------------------
+// generation
+
+typedef struct {
+    const Tokenizer *tok; // NULL when output is token ids
+    int print_ids;
+    int n_tokens;          // how many tokens to generate
+    int no_cache;          // recompute the whole sequence at every step
+    FILE *timings;         // per-token CSV, or NULL
+    FILE *logits_out;      // raw logits of every sampled step, or NULL
+    int quiet;
+} GenOptions;
+
+static void emit_token(const GenOptions *g, int id, int first) {
+    if (g->print_ids) {
+        printf(first ? "%d" : " %d", id);
+    } else {
+        size_t len;
+        const unsigned char *bytes = tokenizer_token_bytes(g->tok, id, &len);
+        if (bytes) fwrite(bytes, 1, len, stdout); // raw bytes: a character split across tokens reassembles
+    }
+    fflush(stdout); // stream: the user sees each token as it is produced
+}
+
+// Runs the sequence's newest tokens through the model so that s->xn's last row predicts what comes next.
+// With the cache that is just the tokens not yet cached; without it, all of them, from position 0.
+static void advance(const Model *m, RunState *s, KVCache *kv, const int *seq, int len, int no_cache) {
+    if (no_cache) kv->len = 0; // forget every K and V: they are recomputed below
+    int pos = kv->len;
+    forward(m, s, kv, seq + pos, len - pos, pos);
+    compute_logits(m, s->logits, s->xn + (size_t)(len - pos - 1) * m->config.n_embd, 1);
+}
+
+// Prefill the prompt, then sample, print and append one token at a time. seq has room for n_ctx tokens.
+static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, int *seq, int n_prompt,
+                    const GenOptions *g) {
+    const Config *c = &m->config;
+    int max_new = c->n_ctx - n_prompt;
+    int n_new = g->n_tokens < max_new ? g->n_tokens : max_new;
+
+    kv->len = 0;
+    double t0 = now_seconds();
+    if (n_new > 0) advance(m, s, kv, seq, n_prompt, g->no_cache);
+    double t_prefill = now_seconds() - t0, t_step = now_seconds();
+    for (int i = 0; i < n_new; i++) {
+        if (g->logits_out && fwrite(s->logits, sizeof(float), (size_t)c->vocab_size, g->logits_out) != (size_t)c->vocab_size)
+            die("cannot write the --logits file: %s", strerror(errno));
+        int next = sample(sampler, s->logits, c->vocab_size);
+        seq[n_prompt + i] = next;
+        emit_token(g, next, i == 0);
+        advance(m, s, kv, seq, n_prompt + i + 1, g->no_cache); // append its K and V for the next step
+        double t = now_seconds();
+        if (g->timings)
+            fprintf(g->timings, "%d,%d,%.4f,%zu\n", i + 1, n_prompt + i, (t - t_step) * 1e3, kv_bytes_used(kv));
+        t_step = t;
+    }
+    double t_decode = now_seconds() - t0 - t_prefill;
+    if (g->print_ids) printf("\n");
+    else if (n_new > 0 || n_prompt > 0) fflush(stdout);
+
+    if (!g->quiet) {
+        if (!g->print_ids) fputc('\n', stderr);
+        if (n_new < g->n_tokens)
+            fprintf(stderr, "stopped: context limit (%d tokens) reached after %d of %d requested tokens\n", c->n_ctx, n_new, g->n_tokens);
+        else
+            fprintf(stderr, "stopped: generated the requested %d tokens\n", n_new);
+        fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_new > 0 ? n_prompt : 0, t_prefill,
+                t_prefill > 0 ? (n_new > 0 ? n_prompt : 0) / t_prefill : 0.0);
+        fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)%s\n", n_new, t_decode,
+                t_decode > 0 ? n_new / t_decode : 0.0, g->no_cache ? " [--no-cache: every step recomputes the whole sequence]" : "");
+        fprintf(stderr, "kv cache: %d of %d positions, %.1f MiB (%zu bytes/token)\n", kv->len, c->n_ctx,
+                (double)kv_bytes_used(kv) / (1024.0 * 1024.0), kv_bytes_per_token(kv));
+    }
+    return n_new;
+}
+
+// Perplexity of a token sequence under the model: s = [<|endoftext|>] + ids, every id predicted once.
+// Chunks are fresh contexts of up to n_ctx tokens that overlap by one token (the last of a chunk is the
+// first of the next), so no prediction ever needs a position beyond the table.
+static void perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids, int n_ids, double *mean_nll) {
+    const Config *c = &m->config;
+    int n = n_ids + 1, V = c->vocab_size;
+    int *seq = xmalloc((size_t)n * sizeof(int), "the --ppl text");
+    seq[0] = GPT2_EOT;
+    memcpy(seq + 1, ids, (size_t)n_ids * sizeof(int));
+    double total = 0.0;
+    for (int start = 0; start < n - 1;) {
+        int end = start + c->n_ctx < n ? start + c->n_ctx : n, len = end - start;
+        kv->len = 0;
+        forward(m, s, kv, seq + start, len, 0);
+        for (int r = 0; r < len - 1; r += LOGIT_ROWS) {
+            int rows = len - 1 - r < LOGIT_ROWS ? len - 1 - r : LOGIT_ROWS;
+            compute_logits(m, s->logits, s->xn + (size_t)r * c->n_embd, rows);
+            for (int i = 0; i < rows; i++) { // -log softmax(logits)[target], in double
+                const float *lg = s->logits + (size_t)i * V;
+                float max = lg[argmax(lg, V)];
+                double sum = 0.0;
+                for (int j = 0; j < V; j++) sum += exp((double)lg[j] - max);
+                total += log(sum) + max - lg[seq[start + r + i + 1]];
+            }
+        }
+        start = end - 1;
+    }
+    free(seq);
+    *mean_nll = total / n_ids;
+}
+
+// ----------------------------------------------------------------------------
+// command line
+
+typedef struct {
+    const char *model_path;
+    const char *tokenizer_path; // NULL: ./tokenizer.bin, then next to the binary
+    const char *prompt;         // -p
+    const char *prompt_file;    // -f
+    const char *prompt_ids;     // --prompt-ids
+    const char *ppl_path;       // --ppl
+    const char *timings_path;   // --timings
+    const char *logits_path;    // --logits
+    int n_tokens;
+    float temperature, top_p;
+    int top_k;
+    uint64_t seed;
+    int seed_given, no_cache, tokenize, print_ids, quiet;
+} Options;
+
+static void usage(FILE *out) {
+    fprintf(out,
+        "Usage: run MODEL.bin [options]\n"
+        "       run --tokenize -p TEXT [-z tokenizer.bin]\n"
+        "Generates text with GPT-2. stdout gets the prompt and the generated text; everything else goes to stderr.\n"
+        "\n"
+        "Prompt:\n"
+        "  -p TEXT            prompt (default: empty, which starts from <|endoftext|>)\n"
+        "  -f FILE            read the prompt from FILE ('-' for stdin)\n"
+        "  --prompt-ids IDS   prompt as token ids, space- or comma-separated\n"
+        "Generation:\n"
+        "  -n N               tokens to generate (default 256; stops earlier at the context limit)\n"
+        "  -t T               temperature (default 1.0; 0 = greedy)\n"
+        "  --top-p P          nucleus sampling: keep the most likely tokens up to mass P (default 0.9; 1 = off)\n"
+        "  --top-k K          keep only the K most likely tokens (default 0 = off)\n"
+        "  -s SEED            random seed (default: from the clock; printed on stderr)\n"
+        "  --no-cache         recompute every key and value of the whole sequence at every step\n"
+        "Other modes and outputs:\n"
+        "  --tokenize         print the prompt's token ids on one line and exit (MODEL not needed)\n"
+        "  --ppl FILE         print the perplexity of the text in FILE and exit\n"
+        "  --print-ids        print generated token ids instead of text\n"
+        "  --timings FILE     write a CSV row per generated token: step,position,ms,kv_bytes\n"
+        "  --logits FILE      write each sampled step's logits as raw float32 (steps x vocab)\n"
+        "  -z FILE            tokenizer (default: tokenizer.bin here, then next to this program)\n"
+        "  -q                 no summary on stderr\n"
+        "  -h, --help         this help\n"
+        "Threads: OMP_NUM_THREADS (default: all cores).\n"
+        "Example: ./run model.bin -p \"Once upon a time\" -n 64 -t 0.8\n");
+}
+
+static long long parse_int(const char *flag, const char *s, long long lo, long long hi) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE) die("%s expects an integer, got '%s'", flag, s);
+    if (v < lo || v > hi) die("%s must be between %lld and %lld, got %s", flag, lo, hi, s);
+    return v;
+}
+
+static float parse_float(const char *flag, const char *s, double lo, double hi, int lo_open) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) die("%s expects a number, got '%s'", flag, s);
+    if (v < lo || v > hi || (lo_open && v == lo))
+        die("%s must be in %s%g, %g], got %s", flag, lo_open ? "(" : "[", lo, hi, s);
+    return (float)v;
+}
+
+static uint64_t parse_seed(const char *s) {
+    char *end;
+    errno = 0;
+    if (*s == '-') die("-s expects a non-negative integer, got '%s'", s);
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE) die("-s expects a non-negative integer below 2^64, got '%s'", s);
+    return (uint64_t)v;
+}
+
+static void parse_options(Options *o, int argc, char **argv) {
+    *o = (Options){.n_tokens = 256, .temperature = 1.0f, .top_p = 0.9f};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        int has_value = i + 1 < argc;
+        // flags without a value
+        if (strcmp(a, "--no-cache") == 0) { o->no_cache = 1; continue; }
+        if (strcmp(a, "--tokenize") == 0) { o->tokenize = 1; continue; }
+        if (strcmp(a, "--print-ids") == 0) { o->print_ids = 1; continue; }
+        if (strcmp(a, "-q") == 0) { o->quiet = 1; continue; }
+        if (a[0] != '-' || strcmp(a, "-") == 0) {
+            if (o->model_path) die("unexpected argument '%s' (the model is already '%s'); see --help", a, o->model_path);
+            o->model_path = a;
+            continue;
+        }
+        // flags with a value
+        static const char *valued[] = {"-p", "-f", "--prompt-ids", "-n", "-t", "--top-p", "--top-k", "-s", "-z",
+                                       "--ppl", "--timings", "--logits"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= strcmp(a, valued[k]) == 0;
+        if (!known) die("unknown option '%s'; see --help", a);
+        if (!has_value) die("option %s needs a value; see --help", a);
+        const char *v = argv[++i];
+        if (strcmp(a, "-p") == 0) o->prompt = v;
+        else if (strcmp(a, "-f") == 0) o->prompt_file = v;
+        else if (strcmp(a, "--prompt-ids") == 0) o->prompt_ids = v;
+        else if (strcmp(a, "-n") == 0) o->n_tokens = (int)parse_int(a, v, 0, INT_MAX);
+        else if (strcmp(a, "-t") == 0) o->temperature = parse_float(a, v, 0.0, 100.0, 0);
+        else if (strcmp(a, "--top-p") == 0) o->top_p = parse_float(a, v, 0.0, 1.0, 1);
+        else if (strcmp(a, "--top-k") == 0) o->top_k = (int)parse_int(a, v, 0, INT_MAX);
+        else if (strcmp(a, "-s") == 0) { o->seed = parse_seed(v); o->seed_given = 1; }
+        else if (strcmp(a, "-z") == 0) o->tokenizer_path = v;
+        else if (strcmp(a, "--ppl") == 0) o->ppl_path = v;
+        else if (strcmp(a, "--timings") == 0) o->timings_path = v;
+        else if (strcmp(a, "--logits") == 0) o->logits_path = v;
+    }
+    if ((o->prompt != NULL) + (o->prompt_file != NULL) + (o->prompt_ids != NULL) > 1)
+        die("give the prompt one way only: -p, -f or --prompt-ids");
+    if (o->tokenize && o->prompt_ids) die("--tokenize needs a text prompt (-p or -f), not --prompt-ids");
+    if (!o->model_path && !o->tokenize)
+        die("no model given; usage: run MODEL.bin -p \"Once upon a time\" (HINT: python3 export_gpt2.py gpt2 model.bin)");
+}
+
+// Parses "12 345,6" into ids, each checked against the vocabulary.
+static int *parse_ids(const char *s, int vocab_size, int *n_out) {
+    size_t cap = strlen(s) / 2 + 1;
+    int *ids = xmalloc(cap * sizeof(int), "the prompt ids");
+    int n = 0;
+    while (*s) {
+        if (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') { s++; continue; }
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno == ERANGE || (*end && !strchr(" ,\t\n", *end)))
+            die("--prompt-ids expects integers separated by spaces or commas, got '%s'", s);
+        if (v < 0 || v >= vocab_size) die("prompt token id %ld is outside this model's vocabulary (0..%d)", v, vocab_size - 1);
+        ids[n++] = (int)v;
+        s = end;
+    }
+    *n_out = n;
+    return ids;
+}
+
+// tokenizer.bin: the -z path, else ./tokenizer.bin, else the one next to this executable.
+static void load_tokenizer(Tokenizer *t, MappedFile *f, const char *path) {
+    char err[ERR_LEN], beside[PATH_MAX + 32];
+    if (!path) {
+        path = "tokenizer.bin";
+        if (access(path, R_OK) != 0) {
+            ssize_t n = readlink("/proc/self/exe", beside, PATH_MAX);
+            if (n > 0) {
+                beside[n] = '\0';
+                char *slash = strrchr(beside, '/');
+                if (slash) {
+                    strcpy(slash + 1, "tokenizer.bin");
+                    if (access(beside, R_OK) == 0) path = beside;
+                }
+            }
+        }
+    }
+    if (map_file(f, path, "tokenizer", err) != 0) die("%s (HINT: run from the project directory, or pass -z path/to/tokenizer.bin)", err);
+    if (tokenizer_init(t, f->data, f->size, err, sizeof err) != 0) die("tokenizer '%s': %s", path, err);
+}
+
+static int *encode_text(const Tokenizer *t, const char *text, size_t len, int *n_out) {
+    int *ids;
+    size_t n;
+    if (tokenizer_encode(t, (const unsigned char *)text, len, &ids, &n) != 0) die("out of memory while tokenizing");
+    if (n > INT_MAX) die("text too long (%zu tokens)", n);
+    *n_out = (int)n;
+    return ids;
+}
+
+static FILE *open_output(const char *path, const char *flag) {
+    FILE *f = fopen(path, "wb");
+    if (!f) die("cannot write %s file '%s': %s", flag, path, strerror(errno));
+    return f;
+}
+
+static void close_output(FILE *f, const char *flag) {
+    if (f && fclose(f) != 0) die("cannot finish writing the %s file: %s", flag, strerror(errno));
+}
+
+#ifndef RUN_C_NO_MAIN
+int main(int argc, char **argv) {
+    Options o;
+    parse_options(&o, argc, argv);
+    char err[ERR_LEN];
+
+    // The prompt text, if any.
+    char *text = NULL;
+    size_t text_len = 0;
+    if (o.prompt_file && read_file(o.prompt_file, &text, &text_len, err) != 0) die("prompt file: %s", err);
+    if (o.prompt) text_len = strlen(o.prompt);
+
+    Tokenizer tok;
+    MappedFile tok_file = {0};
+    int need_tokenizer = o.tokenize || o.ppl_path || !o.print_ids || (text_len > 0 && !o.prompt_ids);
+    if (need_tokenizer) load_tokenizer(&tok, &tok_file, o.tokenizer_path);
+    const char *prompt = o.prompt ? o.prompt : text ? text : "";
+
+    if (o.tokenize) { // any length: the context limit is only for generation
+        int n, *ids = encode_text(&tok, prompt, text_len, &n);
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+        free(ids);
+        free(text);
+        tokenizer_free(&tok);
+        unmap_file(&tok_file);
+        return 0;
+    }
+
+    Model model;
+    if (model_load(&model, o.model_path, err) != 0) die("%s", err);
+    const Config *c = &model.config;
+    if (need_tokenizer && !o.ppl_path && !o.print_ids && c->vocab_size > tokenizer_vocab_size(&tok))
+        die("the model's vocabulary (%d) is larger than the tokenizer's (%d); use --print-ids", c->vocab_size,
+            tokenizer_vocab_size(&tok));
+    RunState state;
+    run_state_init(&state, c);
+    KVCache kv;
+    kv_cache_init(&kv, c);
+    if (!o.quiet)
+        fprintf(stderr, "model: %d layers, %d heads, %d wide, %d positions, %d tokens (%.1fM parameters, %.1f MB mapped), %d thread%s\n",
+                c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, model_param_count(c) / 1e6,
+                model.file.size / 1e6, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
+
+    if (o.ppl_path) {
+        char *ppl_text;
+        size_t ppl_len;
+        if (read_file(o.ppl_path, &ppl_text, &ppl_len, err) != 0) die("--ppl: %s", err);
+        int n, *ids = encode_text(&tok, ppl_text, ppl_len, &n);
+        if (n == 0) die("--ppl: '%s' has no tokens to score", o.ppl_path);
+        for (int i = 0; i < n; i++)
+            if (ids[i] >= c->vocab_size) die("--ppl: token %d is outside this model's vocabulary (%d)", ids[i], c->vocab_size);
+        double t0 = now_seconds(), nll;
+        perplexity(&model, &state, &kv, ids, n, &nll);
+        printf("tokens: %d\nmean nll: %.6f\nperplexity: %.4f\n", n, nll, exp(nll));
+        if (!o.quiet) fprintf(stderr, "scored %d tokens in %.3f s (%.1f tok/s)\n", n, now_seconds() - t0, n / (now_seconds() - t0));
+        free(ids);
+        free(ppl_text);
+    } else {
+        int n_prompt, *prompt_ids;
+        if (o.prompt_ids) prompt_ids = parse_ids(o.prompt_ids, c->vocab_size, &n_prompt);
+        else prompt_ids = encode_text(&tok, prompt, text_len, &n_prompt);
+        if (n_prompt == 0) { // nothing to condition on: start a new document
+            free(prompt_ids);
+            prompt_ids = xmalloc(sizeof(int), "the prompt");
+            prompt_ids[n_prompt++] = GPT2_EOT;
+            if (GPT2_EOT >= c->vocab_size) die("the empty prompt starts from <|endoftext|> (%d), which this model's vocabulary (%d) lacks; give a prompt", GPT2_EOT, c->vocab_size);
+        }
+        if (n_prompt > c->n_ctx) die("the prompt is %d tokens long; this model's context is %d tokens", n_prompt, c->n_ctx);
+        for (int i = 0; i < n_prompt; i++)
+            if (prompt_ids[i] >= c->vocab_size) die("prompt token %d is outside this model's vocabulary (%d)", prompt_ids[i], c->vocab_size);
+        int *seq = xmalloc((size_t)c->n_ctx * sizeof(int), "the token sequence");
+        memcpy(seq, prompt_ids, (size_t)n_prompt * sizeof(int));
+        free(prompt_ids);
+
+        uint64_t seed = o.seed_given ? o.seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        Sampler sampler;
+        sampler_init(&sampler, c->vocab_size, o.temperature, o.top_p, o.top_k, seed);
+        if (!o.quiet)
+            fprintf(stderr, "seed: %llu, temperature %g, top-p %g, top-k %d, %s\n", (unsigned long long)seed,
+                    (double)o.temperature, (double)o.top_p, o.top_k, o.no_cache ? "no cache" : "kv cache");
+        GenOptions g = {.tok = need_tokenizer ? &tok : NULL, .print_ids = o.print_ids, .n_tokens = o.n_tokens,
+                        .no_cache = o.no_cache, .quiet = o.quiet};
+        if (o.timings_path) {
+            g.timings = open_output(o.timings_path, "--timings");
+            fprintf(g.timings, "step,position,ms,kv_bytes\n");
+        }
+        if (o.logits_path) g.logits_out = open_output(o.logits_path, "--logits");
+        if (!o.print_ids) { // stdout carries the prompt, then the continuation
+            fwrite(prompt, 1, text_len, stdout);
+            fflush(stdout);
+        }
+        generate(&model, &state, &kv, &sampler, seq, n_prompt, &g);
+        close_output(g.timings, "--timings");
+        close_output(g.logits_out, "--logits");
+        sampler_free(&sampler);
+        free(seq);
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) die("cannot write to stdout");
+    kv_cache_free(&kv);
+    run_state_free(&state);
+    model_free(&model);
+    if (need_tokenizer) {
+        tokenizer_free(&tok);
+        unmap_file(&tok_file);
+    }
+    free(text);
+    return 0;
+}
+#endif

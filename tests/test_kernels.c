@@ -1,0 +1,268 @@
+// Unit tests of run.c's pieces, compiled with run.c included (its main() is left out).
+// Kernels are checked against straightforward double-precision loops written here, and against
+// themselves split differently (a row must come out bit-identical whatever chunk it was computed in).
+#define RUN_C_NO_MAIN
+#include "../run.c"
+
+static int n_failed;
+
+static void check(int ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf(ok ? "ok - " : "not ok - ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (!ok) n_failed++;
+}
+
+static uint64_t rng = 0x1234567;
+static float frand(void) { // uniform in [-1, 1)
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((rng >> 40) / 8388608.0 - 1.0);
+}
+static float *random_floats(size_t n) {
+    float *a = xmalloc(n * sizeof(float), "test");
+    for (size_t i = 0; i < n; i++) a[i] = frand();
+    return a;
+}
+
+static void test_matmul(void) {
+    const int Ts[] = {1, 2, 3, 4, 5, 7, 9, 16}, ins[] = {1, 3, 8, 13, 64, 77}, outs[] = {1, 3, 4, 5, 17, 40};
+    double worst = 0.0;
+    int identical = 1;
+    for (int a = 0; a < 8; a++)
+        for (int b = 0; b < 6; b++)
+            for (int c = 0; c < 6; c++) {
+                int T = Ts[a], n_in = ins[b], n_out = outs[c];
+                float *x = random_floats((size_t)T * n_in), *w = random_floats((size_t)n_out * n_in);
+                float *bias = random_floats(n_out), *y = random_floats((size_t)T * n_out), *y1 = random_floats(n_out);
+                matmul(y, x, w, bias, T, n_in, n_out);
+                for (int t = 0; t < T; t++)
+                    for (int o = 0; o < n_out; o++) {
+                        double ref = bias[o], mag = fabs(bias[o]);
+                        for (int k = 0; k < n_in; k++) {
+                            ref += (double)x[t * n_in + k] * w[o * n_in + k];
+                            mag += fabs((double)x[t * n_in + k] * w[o * n_in + k]);
+                        }
+                        double err = fabs(y[t * n_out + o] - ref) / mag;
+                        if (err > worst) worst = err;
+                    }
+                for (int t = 0; t < T; t++) { // each row alone, as a decode step computes it
+                    matmul(y1, x + t * n_in, w, bias, 1, n_in, n_out);
+                    if (memcmp(y1, y + t * n_out, n_out * sizeof(float)) != 0) {
+                        if (identical) printf("# first differing shape: T=%d n_in=%d n_out=%d row %d\n", T, n_in, n_out, t);
+                        identical = 0;
+                    }
+                }
+                free(x), free(w), free(bias), free(y), free(y1);
+            }
+    check(worst < 1e-6, "matmul matches a double-precision reference on 288 shapes (worst relative error %.2e)", worst);
+    check(identical, "matmul gives bit-identical rows whether computed in a batch or one at a time");
+}
+
+static void test_layernorm_gelu(void) {
+    int T = 3, C = 37;
+    float *x = random_floats(T * C), *w = random_floats(C), *b = random_floats(C), *y = random_floats(T * C);
+    for (int i = 0; i < T * C; i++) x[i] = x[i] * 3 + 1;
+    layernorm(y, x, w, b, T, C, 1e-5f);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < C; i++) mean += x[t * C + i];
+        mean /= C;
+        for (int i = 0; i < C; i++) var += (x[t * C + i] - mean) * (x[t * C + i] - mean);
+        var /= C;
+        for (int i = 0; i < C; i++) {
+            double ref = (x[t * C + i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
+            if (fabs(y[t * C + i] - ref) > worst) worst = fabs(y[t * C + i] - ref);
+        }
+    }
+    check(worst < 1e-5, "layernorm matches a double-precision reference (worst abs error %.2e)", worst);
+
+    float u[201];
+    for (int i = 0; i < 201; i++) u[i] = (i - 100) * 0.1f;
+    gelu(u, 201);
+    worst = 0;
+    for (int i = 0; i < 201; i++) {
+        double v = (i - 100) * 0.1, ref = 0.5 * v * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (v + 0.044715 * v * v * v)));
+        if (fabs(u[i] - ref) > worst) worst = fabs(u[i] - ref);
+    }
+    check(worst < 1e-5, "gelu matches GPT-2's tanh formula on [-10, 10] (worst abs error %.2e)", worst);
+    free(x), free(w), free(b), free(y);
+}
+
+// Attention for T rows computed in one pass, in uneven chunks (as prefill + decode do), and by a
+// double-precision reference; the first two must agree bit for bit.
+static void test_attention(void) {
+    int n_head = 3, hs = 11, C = n_head * hs, T = 9;
+    Config cfg = {.n_layer = 1, .n_head = n_head, .n_embd = C, .n_ctx = 16, .vocab_size = 1, .ln_eps = 1e-5f};
+    KVCache kv;
+    kv_cache_init(&kv, &cfg);
+    float *qkv = random_floats((size_t)T * 3 * C), *one = random_floats((size_t)T * C), *chunked = random_floats((size_t)T * C);
+    float *scores = xmalloc((size_t)omp_get_max_threads() * ATT_ROWS * cfg.n_ctx * sizeof(float), "test");
+    kv_cache_store(&kv, 0, 0, T, qkv);
+    attention(one, qkv, &kv, 0, T, 0, n_head, scores);
+    const int chunks[] = {4, 1, 1, 3};
+    for (int c = 0, pos = 0; c < 4; pos += chunks[c++])
+        attention(chunked + pos * C, qkv + pos * 3 * C, &kv, 0, chunks[c], pos, n_head, scores);
+    check(memcmp(one, chunked, (size_t)T * C * sizeof(float)) == 0, "attention rows are bit-identical computed at once or in chunks");
+    double worst = 0;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_head; h++) {
+            double s[16], max = -1e300, sum = 0;
+            for (int j = 0; j <= t; j++) {
+                s[j] = 0;
+                for (int i = 0; i < hs; i++) s[j] += (double)qkv[t * 3 * C + h * hs + i] * qkv[j * 3 * C + C + h * hs + i];
+                s[j] /= sqrt(hs);
+                if (s[j] > max) max = s[j];
+            }
+            for (int j = 0; j <= t; j++) sum += (s[j] = exp(s[j] - max));
+            for (int i = 0; i < hs; i++) {
+                double ref = 0;
+                for (int j = 0; j <= t; j++) ref += s[j] / sum * qkv[j * 3 * C + 2 * C + h * hs + i];
+                if (fabs(one[t * C + h * hs + i] - ref) > worst) worst = fabs(one[t * C + h * hs + i] - ref);
+            }
+        }
+    check(worst < 1e-5, "causal attention matches a double-precision reference (worst abs error %.2e)", worst);
+    check(kv_bytes_per_token(&kv) == 2 * 1 * 33 * 4, "kv cache bytes/token = 2 x n_layer x n_embd x 4");
+    Config small = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_ctx = 1024, .vocab_size = 50257, .ln_eps = 1e-5f};
+    KVCache gpt2 = {.n_layer = small.n_layer, .n_ctx = small.n_ctx, .dim = small.n_embd, .len = 1024};
+    check(kv_bytes_per_token(&gpt2) == 73728 && kv_bytes_used(&gpt2) == 72u << 20, "GPT-2 small: 73728 bytes (72 KiB) per token, 72 MiB at 1024 tokens");
+    kv_cache_free(&kv);
+    free(qkv), free(one), free(chunked), free(scores);
+}
+
+// Draws n samples and returns the largest gap between observed frequency and expected probability.
+static double sample_gap(Sampler *s, const float *logits, int V, const double *expected, int n) {
+    int counts[16] = {0};
+    for (int i = 0; i < n; i++) counts[sample(s, logits, V)]++;
+    double gap = 0;
+    for (int i = 0; i < V; i++)
+        if (fabs(counts[i] / (double)n - expected[i]) > gap) gap = fabs(counts[i] / (double)n - expected[i]);
+    return gap;
+}
+
+static void test_sampler(void) {
+    enum { V = 6 };
+    float logits[V] = {1.0f, 3.0f, 0.5f, 3.0f, 2.0f, -1.0f};
+    double p[V], z = 0;
+    for (int i = 0; i < V; i++) z += (p[i] = exp(logits[i]));
+    for (int i = 0; i < V; i++) p[i] /= z;
+    Sampler s;
+    sampler_init(&s, V, 0.0f, 0.9f, 0, 1);
+    check(sample(&s, logits, V) == 1, "temperature 0 picks the argmax, ties going to the lowest id");
+    sampler_free(&s);
+
+    sampler_init(&s, V, 1.0f, 1.0f, 0, 7);
+    check(sample_gap(&s, logits, V, p, 200000) < 0.005, "plain sampling follows softmax(logits)");
+    sampler_free(&s);
+
+    double q[V] = {0}, zt = 0; // temperature 2
+    for (int i = 0; i < V; i++) zt += (q[i] = exp(logits[i] / 2));
+    for (int i = 0; i < V; i++) q[i] /= zt;
+    sampler_init(&s, V, 2.0f, 1.0f, 0, 8);
+    check(sample_gap(&s, logits, V, q, 200000) < 0.005, "temperature 2 samples softmax(logits / 2)");
+    sampler_free(&s);
+
+    double k3[V] = {0}; // top-k 3: ids 1, 3 (tied) and 4, renormalized
+    double m = p[1] + p[3] + p[4];
+    k3[1] = p[1] / m, k3[3] = p[3] / m, k3[4] = p[4] / m;
+    sampler_init(&s, V, 1.0f, 1.0f, 3, 9);
+    check(sample_gap(&s, logits, V, k3, 200000) < 0.005, "top-k 3 samples only the 3 most likely, renormalized");
+    sampler_free(&s);
+
+    // top-p 0.8: sorted probabilities are p1 = p3 (0.384 each), p4 (0.141), ...; p1 + p3 = 0.768 < 0.8,
+    // so the nucleus is {1, 3, 4}
+    double n3[V] = {0};
+    n3[1] = p[1] / m, n3[3] = p[3] / m, n3[4] = p[4] / m;
+    sampler_init(&s, V, 1.0f, 0.8f, 0, 10);
+    check(p[1] + p[3] < 0.8 && m >= 0.8 && sample_gap(&s, logits, V, n3, 200000) < 0.005,
+          "top-p 0.8 samples the smallest set reaching 0.8, renormalized");
+    sampler_free(&s);
+
+    sampler_init(&s, V, 1.0f, 0.9f, 1, 11);
+    int all_argmax = 1;
+    for (int i = 0; i < 1000; i++) all_argmax &= sample(&s, logits, V) == 1;
+    check(all_argmax, "top-k 1 always picks the most likely token");
+    sampler_free(&s);
+
+    float big[300];
+    for (int i = 0; i < 300; i++) big[i] = frand() * 4;
+    ProbIndex a[300], b[300];
+    for (int i = 0; i < 300; i++) a[i] = b[i] = (ProbIndex){big[i], i};
+    select_top_k(a, 300, 17);
+    qsort(b, 300, sizeof *b, prob_desc);
+    check(memcmp(a, b, 17 * sizeof *a) == 0, "select_top_k returns the same 17 as a full sort, in order");
+}
+
+// A tiny but complete model.bin image in memory, then single-field corruptions of it.
+static unsigned char *tiny_model(size_t *size) {
+    Config c = {.n_layer = 2, .n_head = 2, .n_embd = 8, .n_ctx = 4, .vocab_size = 10, .ln_eps = 1e-5f};
+    *size = (size_t)layout_tensors(&c, NULL, NULL);
+    unsigned char *d = calloc(1, *size);
+    memcpy(d, "GPT2", 4);
+    uint32_t f[6] = {1, 2, 2, 8, 4, 10};
+    memcpy(d + 4, f, sizeof f);
+    memcpy(d + 28, &c.ln_eps, 4);
+    return d;
+}
+
+static void expect_reject(const unsigned char *d, size_t size, const char *needle, const char *what) {
+    Model m;
+    char err[ERR_LEN] = "";
+    int rc = model_parse(&m, d, size, err);
+    check(rc != 0 && strstr(err, needle) != NULL, "model_parse rejects %s (\"%s\")", what, err);
+    if (rc == 0) free(m.weights.layers);
+}
+
+static void test_model_parse(void) {
+    size_t size;
+    unsigned char *d = tiny_model(&size);
+    Model m;
+    char err[ERR_LEN] = "";
+    int rc = model_parse(&m, d, size, err);
+    check(rc == 0 && m.config.n_layer == 2 && (const unsigned char *)m.weights.wte == d + 256 &&
+              (const unsigned char *)m.weights.lnf_b + 8 * 4 == d + size,
+          "model_parse accepts a well-formed image and maps wte at 256 and ln_f.b at the end (%s)", err);
+    int aligned = rc == 0;
+    for (int l = 0; rc == 0 && l < 2; l++)
+        aligned &= ((uintptr_t)m.weights.layers[l].attn_w - (uintptr_t)d) % 64 == 0 &&
+                   ((uintptr_t)m.weights.layers[l].fc_proj_b - (uintptr_t)d) % 64 == 0;
+    check(aligned, "every tensor starts at a multiple of 64 bytes");
+    if (rc == 0) free(m.weights.layers);
+
+    expect_reject(d, size - 1, "truncated", "a file one byte short");
+    unsigned char *longer = calloc(1, size + 64);
+    memcpy(longer, d, size);
+    expect_reject(longer, size + 64, "does not match", "a file with extra bytes");
+    free(longer);
+    expect_reject(d, 100, "too small", "a file shorter than the header");
+    d[0] = 'X';
+    expect_reject(d, size, "magic", "a wrong magic");
+    d[0] = 'G';
+    d[4] = 2;
+    expect_reject(d, size, "version 2", "version 2");
+    d[4] = 1;
+    d[12] = 3; // n_head 3 does not divide n_embd 8
+    expect_reject(d, size, "multiple of n_head", "n_embd not divisible by n_head");
+    d[12] = 2;
+    uint32_t huge = 0xFFFFFFFF;
+    memcpy(d + 24, &huge, 4);
+    expect_reject(d, size, "vocab_size", "an absurd vocab_size");
+    uint32_t ten = 10;
+    memcpy(d + 24, &ten, 4);
+    float nan = NAN;
+    memcpy(d + 28, &nan, 4);
+    expect_reject(d, size, "epsilon", "a NaN layer_norm_epsilon");
+    free(d);
+}
+
+int main(void) {
+    test_matmul();
+    test_layernorm_gelu();
+    test_attention();
+    test_sampler();
+    test_model_parse();
+    return n_failed != 0;
+}
