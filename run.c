@@ -635,10 +635,528 @@ static void compute_logits(const Model *m, float *logits, const float *hidden, i
 }
 
 // ----------------------------------------------------------------------------
-// tokenizer
-#ifdef TOKENIZER_FILE
-#include TOKENIZER_FILE
-#endif
+// GPT-2 tokenizer: byte-level BPE, id-for-id identical to OpenAI's encoder.py and tiktoken's r50k_base.
+//
+// Encoding text is two steps, exactly as OpenAI does it:
+//  1. Pre-tokenize: split the text into pieces with OpenAI's regular expression
+//       's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//     (case-sensitive; the ' ' is U+0020 only; \p{L} letters, \p{N} numbers, \s Unicode White_Space).
+//     We run it by hand (tok_next_piece below) instead of with a regex engine. A piece never crosses into the
+//     next one, so BPE works on each piece alone.
+//  2. BPE: start from one token per byte of the piece, then repeatedly merge the adjacent pair with the
+//     lowest merge rank (ties: leftmost first) until no adjacent pair has a rank. A linked list of nodes
+//     and a min-heap of candidate pairs make this O(n log n) for an n-byte piece (bpe_piece below); the
+//     pieces can be huge (a megabyte of spaces is one piece), so there is no recursion and no stack array.
+// "<|endoftext|>" in the text is ordinary text here; the special id GPT2_EOT is only used by the engine.
+//
+// Unicode classes. \s is Unicode White_Space (what \s means in OpenAI's `regex` module and in Rust's regex
+// used by tiktoken): U+0085 IS space, U+FEFF is NOT (JavaScript's \s has these two backwards), and
+// U+001C..U+001F are NOT (Python's str.isspace() says they are). The class tables come from Python's
+// unicodedata when tokenizer.bin is built (Python 3.11: Unicode 14.0.0, recorded in the file). Newer
+// references use newer Unicode (Debian's python3-regex 2022.10.31: 15.0; npm tiktoken 1.0.22, the WASM
+// build of tiktoken's Rust code: 16.0). The only differences are characters unassigned in 14.0 (9272
+// letters and 120 numbers by 16.0): "other" here, letters/numbers there. White_Space is the same in all.
+//
+// Invalid UTF-8 never fails: each byte that is not part of a valid UTF-8 sequence (stray continuation
+// byte, truncated sequence, overlong form, UTF-16 surrogate, > U+10FFFF, bytes C0 C1 F5..FF) is a
+// character of its own that is neither letter, number nor space. That is what Python gives with
+// bytes.decode("utf-8", "surrogateescape") followed by OpenAI's algorithm (escaped bytes are category Cs),
+// mapping each escaped byte back to the raw byte. Since BPE works on bytes, decode(encode(x)) == x for
+// every byte string x.
+//
+// tokenizer.bin, version 1 (written by tokenizer_builder.py). All integers uint32 little-endian; no
+// alignment is assumed when reading.
+//   offset 0   char[4] magic "GTOK"
+//   offset 4   version = 1
+//   offset 8   n_vocab (V, at least 256)
+//   offset 12  n_merges (M, at most V - 256: each merge makes a new token)
+//   offset 16  unicode_version of the class tables: major << 16 | minor << 8 | update (14.0.0 = 0x0E0000)
+//   offset 20  n_letter_ranges, offset 24 n_number_ranges, offset 28 n_space_ranges
+//   offset 32  n_token_bytes
+//   offset 36  token_offset[V + 1]: token i is token_bytes[token_offset[i] .. token_offset[i+1]);
+//              token_offset[0] = 0, strictly increasing (no empty token), token_offset[V] = n_token_bytes
+//   then       merge[M][3] = (left id, right id, result id); the rank of a merge is its index
+//   then       letter ranges, number ranges, space ranges: [n][2] = (first, last) inclusive code points,
+//              each list sorted and non-overlapping, last <= 0x10FFFF, the three lists disjoint
+//   then       token_bytes[n_token_bytes]: the raw bytes of every token (the byte-level alphabet undone)
+//   and the file ends there.
+// Checked on load, besides sizes and ranges: every byte value has exactly one single-byte token; a merge's
+// result bytes are its left bytes followed by its right bytes; a merge uses only single-byte tokens or
+// results of earlier merges, produces a token nothing produced before, and no pair appears twice.
+// Those rules are what make the heap-based BPE below give the same result as OpenAI's loop (a pair
+// created by a merge always ranks after that merge, so all pairs of one rank are merged left to right
+// before anything else happens).
+
+#define GPT2_EOT 50256
+
+enum { TOK_OTHER = 0, TOK_LETTER = 1, TOK_NUMBER = 2, TOK_SPACE = 3 };
+
+typedef struct {
+    uint32_t first, last; // inclusive code point range
+    unsigned char cls;    // TOK_LETTER, TOK_NUMBER or TOK_SPACE
+} TokRange;
+
+typedef struct {
+    int vocab_size;
+    int n_merges;
+    uint32_t unicode_version;          // of the class tables, major << 16 | minor << 8 | update
+    const unsigned char *token_bytes;  // points into the caller's file image
+    uint32_t *token_offset;            // (vocab_size + 1)
+    int byte_token[256];               // id of the single-byte token for each byte value
+    uint32_t (*merges)[3];             // (n_merges) left, right, result; index = rank
+    uint64_t *pair_key;                // hash table (left << 32 | right) -> rank, open addressing
+    int32_t *pair_rank;                // rank, or -1 for an empty slot
+    size_t pair_mask;                  // table size - 1 (a power of two)
+    TokRange *ranges;                  // all three classes, sorted by first
+    size_t n_ranges;
+    unsigned char ascii_class[128];    // fast path for ASCII
+} Tokenizer;
+
+static uint32_t tok_read_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static size_t tok_pair_slot(uint64_t key, size_t mask) {
+    key *= 0x9E3779B97F4A7C15ULL; // Fibonacci hashing: the high bits are well mixed
+    return (size_t)(key >> 32) & mask;
+}
+
+// Rank of the merge (left, right), or -1 when the pair never merges.
+static int32_t tok_pair_rank(const Tokenizer *t, int left, int right) {
+    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    for (size_t i = tok_pair_slot(key, t->pair_mask);; i = (i + 1) & t->pair_mask) {
+        if (t->pair_rank[i] < 0) return -1;
+        if (t->pair_key[i] == key) return t->pair_rank[i];
+    }
+}
+
+static void tokenizer_free(Tokenizer *t) {
+    free(t->token_offset);
+    free(t->merges);
+    free(t->pair_key);
+    free(t->pair_rank);
+    free(t->ranges);
+    memset(t, 0, sizeof(*t));
+}
+
+// Reads one list of n (first, last) ranges at p into out[], checking order and bounds.
+static int tok_read_ranges(const unsigned char *p, uint32_t n, unsigned char cls, const char *name,
+                           TokRange *out, char *err, size_t errlen) {
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t first = tok_read_u32(p + 8 * (size_t)i), last = tok_read_u32(p + 8 * (size_t)i + 4);
+        if (first > last || last > 0x10FFFF) {
+            snprintf(err, errlen, "tokenizer: bad %s range %u (U+%X..U+%X)", name, i, first, last);
+            return -1;
+        }
+        if (i > 0 && first <= out[i - 1].last) {
+            snprintf(err, errlen, "tokenizer: %s ranges not sorted at range %u", name, i);
+            return -1;
+        }
+        out[i].first = first;
+        out[i].last = last;
+        out[i].cls = cls;
+    }
+    return 0;
+}
+
+static int tok_cmp_range(const void *a, const void *b) {
+    const TokRange *x = a, *y = b;
+    return x->first < y->first ? -1 : x->first > y->first;
+}
+
+static int tokenizer_init(Tokenizer *t, const unsigned char *data, size_t size, char *err, size_t errlen) {
+    memset(t, 0, sizeof(*t));
+    unsigned char *made = NULL; // scratch: made[id] = 1 once BPE can produce token id
+    if (errlen > 0) err[0] = '\0';
+    if (size < 36) {
+        snprintf(err, errlen, "tokenizer: file too small (%zu bytes)", size);
+        return -1;
+    }
+    if (memcmp(data, "GTOK", 4) != 0) {
+        snprintf(err, errlen, "tokenizer: bad magic (not a tokenizer.bin file)");
+        return -1;
+    }
+    uint32_t version = tok_read_u32(data + 4);
+    if (version != 1) {
+        snprintf(err, errlen, "tokenizer: unsupported version %u (expected 1)", version);
+        return -1;
+    }
+    uint32_t n_vocab = tok_read_u32(data + 8), n_merges = tok_read_u32(data + 12);
+    uint32_t n_range[3] = {tok_read_u32(data + 20), tok_read_u32(data + 24), tok_read_u32(data + 28)};
+    uint32_t n_bytes = tok_read_u32(data + 32);
+    if (n_vocab < 256 || n_vocab > (1u << 30)) {
+        snprintf(err, errlen, "tokenizer: bad vocabulary size %u", n_vocab);
+        return -1;
+    }
+    if (n_merges > n_vocab - 256) {
+        snprintf(err, errlen, "tokenizer: %u merges for %u tokens (at most %u)", n_merges, n_vocab, n_vocab - 256);
+        return -1;
+    }
+    // Every count is < 2^32, so this sum cannot overflow 64 bits.
+    uint64_t off_offsets = 36, off_merges = off_offsets + 4 * ((uint64_t)n_vocab + 1);
+    uint64_t off_ranges = off_merges + 12 * (uint64_t)n_merges;
+    uint64_t off_bytes = off_ranges + 8 * ((uint64_t)n_range[0] + n_range[1] + n_range[2]);
+    uint64_t expected = off_bytes + n_bytes;
+    if (expected != (uint64_t)size) {
+        snprintf(err, errlen, "tokenizer: file is %zu bytes but its header describes %llu", size,
+                 (unsigned long long)expected);
+        return -1;
+    }
+    t->vocab_size = (int)n_vocab;
+    t->n_merges = (int)n_merges;
+    t->unicode_version = tok_read_u32(data + 16);
+    t->token_bytes = data + off_bytes;
+
+    // vocabulary
+    t->token_offset = malloc(((size_t)n_vocab + 1) * sizeof(uint32_t));
+    made = calloc(n_vocab, 1);
+    if (!t->token_offset || !made) goto oom;
+    for (uint32_t i = 0; i <= n_vocab; i++) {
+        uint32_t o = tok_read_u32(data + off_offsets + 4 * (size_t)i);
+        if ((i == 0 && o != 0) || (i > 0 && o <= t->token_offset[i - 1]) || o > n_bytes ||
+            (i == n_vocab && o != n_bytes)) {
+            snprintf(err, errlen, "tokenizer: bad token offset %u for token %u", o, i);
+            goto fail;
+        }
+        t->token_offset[i] = o;
+    }
+    for (int b = 0; b < 256; b++) t->byte_token[b] = -1;
+    for (uint32_t i = 0; i < n_vocab; i++) {
+        if (t->token_offset[i + 1] - t->token_offset[i] != 1) continue;
+        unsigned char b = t->token_bytes[t->token_offset[i]];
+        if (t->byte_token[b] >= 0) {
+            snprintf(err, errlen, "tokenizer: tokens %d and %u are both byte 0x%02x", t->byte_token[b], i, b);
+            goto fail;
+        }
+        t->byte_token[b] = (int)i;
+        made[i] = 1;
+    }
+    for (int b = 0; b < 256; b++) {
+        if (t->byte_token[b] < 0) {
+            snprintf(err, errlen, "tokenizer: no token for byte 0x%02x", b);
+            goto fail;
+        }
+    }
+
+    // merges, and the hash table pair -> rank (at most half full, so probes stay short)
+    size_t table_size = 16;
+    while (table_size < 2 * (size_t)n_merges) table_size *= 2;
+    t->pair_mask = table_size - 1;
+    t->merges = malloc((n_merges ? n_merges : 1) * sizeof(*t->merges));
+    t->pair_key = malloc(table_size * sizeof(uint64_t));
+    t->pair_rank = malloc(table_size * sizeof(int32_t));
+    if (!t->merges || !t->pair_key || !t->pair_rank) goto oom;
+    for (size_t i = 0; i < table_size; i++) t->pair_rank[i] = -1;
+    for (uint32_t r = 0; r < n_merges; r++) {
+        const unsigned char *p = data + off_merges + 12 * (size_t)r;
+        uint32_t left = tok_read_u32(p), right = tok_read_u32(p + 4), result = tok_read_u32(p + 8);
+        if (left >= n_vocab || right >= n_vocab || result >= n_vocab) {
+            snprintf(err, errlen, "tokenizer: merge %u has an id out of range", r);
+            goto fail;
+        }
+        if (!made[left] || !made[right]) {
+            snprintf(err, errlen, "tokenizer: merge %u uses a token no earlier merge produced", r);
+            goto fail;
+        }
+        if (made[result]) {
+            snprintf(err, errlen, "tokenizer: merge %u produces token %u a second time", r, result);
+            goto fail;
+        }
+        uint32_t ll = t->token_offset[left + 1] - t->token_offset[left];
+        uint32_t rl = t->token_offset[right + 1] - t->token_offset[right];
+        const unsigned char *res = t->token_bytes + t->token_offset[result];
+        if (t->token_offset[result + 1] - t->token_offset[result] != ll + rl ||
+            memcmp(res, t->token_bytes + t->token_offset[left], ll) != 0 ||
+            memcmp(res + ll, t->token_bytes + t->token_offset[right], rl) != 0) {
+            snprintf(err, errlen, "tokenizer: merge %u: token %u is not token %u followed by token %u", r,
+                     result, left, right);
+            goto fail;
+        }
+        made[result] = 1;
+        t->merges[r][0] = left;
+        t->merges[r][1] = right;
+        t->merges[r][2] = result;
+        uint64_t key = (uint64_t)left << 32 | right;
+        size_t i = tok_pair_slot(key, t->pair_mask);
+        while (t->pair_rank[i] >= 0 && t->pair_key[i] != key) i = (i + 1) & t->pair_mask;
+        if (t->pair_rank[i] >= 0) {
+            snprintf(err, errlen, "tokenizer: merge %u repeats merge %d", r, t->pair_rank[i]);
+            goto fail;
+        }
+        t->pair_key[i] = key;
+        t->pair_rank[i] = (int32_t)r;
+    }
+    free(made);
+    made = NULL;
+
+    // Unicode classes: read the three sorted lists, then sort them together for one binary search.
+    static const char *const class_name[3] = {"letter", "number", "space"};
+    size_t n_all = (size_t)n_range[0] + n_range[1] + n_range[2];
+    t->ranges = malloc((n_all ? n_all : 1) * sizeof(TokRange));
+    if (!t->ranges) goto oom;
+    const unsigned char *p = data + off_ranges;
+    size_t at = 0;
+    for (int c = 0; c < 3; c++) {
+        if (tok_read_ranges(p, n_range[c], (unsigned char)(TOK_LETTER + c), class_name[c], t->ranges + at,
+                            err, errlen) != 0)
+            goto fail;
+        p += 8 * (size_t)n_range[c];
+        at += n_range[c];
+    }
+    qsort(t->ranges, n_all, sizeof(TokRange), tok_cmp_range);
+    for (size_t i = 1; i < n_all; i++) {
+        if (t->ranges[i].first <= t->ranges[i - 1].last) {
+            snprintf(err, errlen, "tokenizer: code point U+%X is in two classes", t->ranges[i].first);
+            goto fail;
+        }
+    }
+    t->n_ranges = n_all;
+    for (uint32_t c = 0; c < 128; c++) {
+        t->ascii_class[c] = TOK_OTHER;
+        for (size_t i = 0; i < n_all && t->ranges[i].first <= c; i++)
+            if (c <= t->ranges[i].last) t->ascii_class[c] = t->ranges[i].cls;
+    }
+    return 0;
+
+oom:
+    snprintf(err, errlen, "tokenizer: out of memory");
+fail:
+    free(made);
+    tokenizer_free(t);
+    return -1;
+}
+
+static int tokenizer_vocab_size(const Tokenizer *t) { return t->vocab_size; }
+
+static const unsigned char *tokenizer_token_bytes(const Tokenizer *t, int id, size_t *len) {
+    if (id < 0 || id >= t->vocab_size) return NULL;
+    *len = t->token_offset[id + 1] - t->token_offset[id];
+    return t->token_bytes + t->token_offset[id];
+}
+
+// Decodes the character at s[i] (i < n): returns its length in bytes and stores its code point in *cp.
+// A byte that does not start a valid UTF-8 sequence is a one-byte character with *cp = -1.
+static size_t tok_utf8_next(const unsigned char *s, size_t n, size_t i, int32_t *cp) {
+    unsigned c = s[i];
+    *cp = -1;
+    if (c < 0x80) {
+        *cp = (int32_t)c;
+        return 1;
+    }
+    // Length from the first byte, and the allowed range of the second byte: the narrower ranges after
+    // E0, ED, F0 and F4 rule out overlong forms, UTF-16 surrogates and code points above U+10FFFF.
+    size_t len;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return 1; // 80..C1 or F5..FF never start a character
+    }
+    if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) return 1;
+    uint32_t v = c & (0xFFu >> (len + 1));
+    for (size_t k = 1; k < len; k++) {
+        if ((s[i + k] & 0xC0) != 0x80) return 1;
+        v = v << 6 | (s[i + k] & 0x3F);
+    }
+    *cp = (int32_t)v;
+    return len;
+}
+
+static int tok_class(const Tokenizer *t, int32_t cp) {
+    if (cp < 0) return TOK_OTHER; // a byte of invalid UTF-8
+    if (cp < 128) return t->ascii_class[cp];
+    size_t lo = 0, hi = t->n_ranges; // binary search for the last range with first <= cp
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->ranges[mid].first <= (uint32_t)cp) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo > 0 && (uint32_t)cp <= t->ranges[lo - 1].last) return t->ranges[lo - 1].cls;
+    return TOK_OTHER;
+}
+
+// Class of the character at s[i], and its length in *clen.
+static int tok_class_at(const Tokenizer *t, const unsigned char *s, size_t n, size_t i, size_t *clen) {
+    int32_t cp;
+    *clen = tok_utf8_next(s, n, i, &cp);
+    return tok_class(t, cp);
+}
+
+// End of the run of characters of class cls that starts at s[i].
+static size_t tok_run_end(const Tokenizer *t, const unsigned char *s, size_t n, size_t i, int cls) {
+    size_t clen;
+    while (i < n && tok_class_at(t, s, n, i, &clen) == cls) i += clen;
+    return i;
+}
+
+// Pre-tokenizer: the end of the piece that starts at s[i], i < n. Tries the regex's alternatives in order.
+static size_t tok_next_piece(const Tokenizer *t, const unsigned char *s, size_t n, size_t i) {
+    // 's 't 're 've 'm 'll 'd (lowercase only, ASCII apostrophe only)
+    if (s[i] == '\'' && n - i >= 2) {
+        unsigned char a = s[i + 1], b = n - i >= 3 ? s[i + 2] : 0;
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return i + 3;
+    }
+    size_t clen;
+    int cls = tok_class_at(t, s, n, i, &clen);
+    // " ?\p{L}+", " ?\p{N}+", " ?[^\s\p{L}\p{N}]+": one optional U+0020, then a run of one class
+    if (s[i] == ' ' && i + 1 < n) {
+        size_t nlen;
+        int next = tok_class_at(t, s, n, i + 1, &nlen);
+        if (next != TOK_SPACE) return tok_run_end(t, s, n, i + 1 + nlen, next);
+    }
+    if (cls != TOK_SPACE) return tok_run_end(t, s, n, i + clen, cls);
+    // "\s+(?!\S)": a run of spaces, minus its last character when a non-space follows (that last space
+    // then starts the next piece, e.g. goes in front of the next word); "\s+" when the run is one space.
+    size_t last = i, j = i + clen;
+    while (j < n) {
+        size_t len2;
+        if (tok_class_at(t, s, n, j, &len2) != TOK_SPACE) break;
+        last = j;
+        j += len2;
+    }
+    if (j == n || last == i) return j;
+    return last;
+}
+
+// Scratch space for BPE on one piece, grown to the longest piece seen.
+typedef struct {
+    int32_t *tok;     // token id of each node; -1 once merged into its left neighbour
+    uint32_t *prev;   // linked list of live nodes (UINT32_MAX = none)
+    uint32_t *next;   // (n = none)
+    uint64_t *heap;   // min-heap of candidate merges: rank << 32 | position of the left node
+    size_t cap;       // capacity in nodes (the heap holds 3 * cap)
+} BpeScratch;
+
+static int bpe_reserve(BpeScratch *b, size_t n) {
+    if (n <= b->cap) return 0;
+    // node positions are 32-bit: a single piece of 4 GB or more is reported like out-of-memory
+    if (n > UINT32_MAX - 1 || n > SIZE_MAX / (3 * sizeof(uint64_t))) return -1;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < n) cap = cap > SIZE_MAX / 2 ? n : cap * 2;
+    if (cap > UINT32_MAX - 1 || cap > SIZE_MAX / (3 * sizeof(uint64_t))) cap = n;
+    free(b->tok);
+    free(b->prev);
+    free(b->next);
+    free(b->heap);
+    b->tok = malloc(cap * sizeof(int32_t));
+    b->prev = malloc(cap * sizeof(uint32_t));
+    b->next = malloc(cap * sizeof(uint32_t));
+    b->heap = malloc(3 * cap * sizeof(uint64_t));
+    if (!b->tok || !b->prev || !b->next || !b->heap) {
+        free(b->tok);
+        free(b->prev);
+        free(b->next);
+        free(b->heap);
+        memset(b, 0, sizeof(*b));
+        return -1;
+    }
+    b->cap = cap;
+    return 0;
+}
+
+static void bpe_heap_push(uint64_t *heap, size_t *size, uint64_t key) {
+    size_t i = (*size)++;
+    while (i > 0 && heap[(i - 1) / 2] > key) { // sift up
+        heap[i] = heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    heap[i] = key;
+}
+
+static uint64_t bpe_heap_pop(uint64_t *heap, size_t *size) {
+    uint64_t top = heap[0], key = heap[--*size];
+    size_t i = 0, n = *size;
+    for (;;) { // sift the last element down from the root
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && heap[c + 1] < heap[c]) c++;
+        if (heap[c] >= key) break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    if (n > 0) heap[i] = key;
+    return top;
+}
+
+// Queues the pair (node a, node b) if it has a merge rank.
+static void bpe_push_pair(const Tokenizer *t, BpeScratch *b, size_t *heap_size, uint32_t a, uint32_t bn) {
+    int32_t rank = tok_pair_rank(t, b->tok[a], b->tok[bn]);
+    if (rank >= 0) bpe_heap_push(b->heap, heap_size, (uint64_t)rank << 32 | a);
+}
+
+// BPE on one piece p[0..n); appends the ids to out[*n_out..]. Each step takes the lowest (rank, position)
+// candidate from the heap; candidates made stale by earlier merges are recognised and skipped.
+static int bpe_piece(const Tokenizer *t, const unsigned char *p, size_t n, BpeScratch *b, int *out,
+                     size_t *n_out) {
+    if (n == 1) { // most common case: no merging possible
+        out[(*n_out)++] = t->byte_token[p[0]];
+        return 0;
+    }
+    if (bpe_reserve(b, n) != 0) return -1;
+    uint32_t nn = (uint32_t)n;
+    for (uint32_t i = 0; i < nn; i++) {
+        b->tok[i] = t->byte_token[p[i]];
+        b->prev[i] = i == 0 ? UINT32_MAX : i - 1;
+        b->next[i] = i + 1;
+    }
+    size_t heap_size = 0;
+    for (uint32_t i = 0; i + 1 < nn; i++) bpe_push_pair(t, b, &heap_size, i, i + 1);
+    while (heap_size > 0) {
+        uint64_t key = bpe_heap_pop(b->heap, &heap_size);
+        uint32_t rank = (uint32_t)(key >> 32), i = (uint32_t)key;
+        if (b->tok[i] < 0) continue; // left node was merged away
+        uint32_t j = b->next[i];
+        if (j >= nn || (uint32_t)b->tok[i] != t->merges[rank][0] || (uint32_t)b->tok[j] != t->merges[rank][1])
+            continue; // the pair changed since it was queued
+        b->tok[i] = (int32_t)t->merges[rank][2]; // node i absorbs node j
+        b->tok[j] = -1;
+        uint32_t k = b->next[j];
+        b->next[i] = k;
+        if (k < nn) b->prev[k] = i;
+        if (b->prev[i] != UINT32_MAX) bpe_push_pair(t, b, &heap_size, b->prev[i], i);
+        if (k < nn) bpe_push_pair(t, b, &heap_size, i, k);
+    }
+    for (uint32_t i = 0; i < nn; i = b->next[i]) out[(*n_out)++] = b->tok[i]; // node 0 is never absorbed
+    return 0;
+}
+
+static int tokenizer_encode(const Tokenizer *t, const unsigned char *text, size_t len, int **ids, size_t *n_ids) {
+    *ids = NULL;
+    *n_ids = 0;
+    if (len > SIZE_MAX / sizeof(int)) return -1;
+    int *out = malloc((len ? len : 1) * sizeof(int)); // every token has at least one byte
+    if (!out) return -1;
+    BpeScratch scratch = {0};
+    size_t n_out = 0;
+    for (size_t i = 0; i < len;) {
+        size_t end = tok_next_piece(t, text, len, i);
+        if (bpe_piece(t, text + i, end - i, &scratch, out, &n_out) != 0) {
+            free(out);
+            free(scratch.tok);
+            free(scratch.prev);
+            free(scratch.next);
+            free(scratch.heap);
+            return -1;
+        }
+        i = end;
+    }
+    free(scratch.tok);
+    free(scratch.prev);
+    free(scratch.next);
+    free(scratch.heap);
+    *ids = out;
+    *n_ids = n_out;
+    return 0;
+}
 
 // ----------------------------------------------------------------------------
 // sampler: temperature, then top-k, then top-p (the order Hugging Face's generate() applies them)
@@ -857,6 +1375,7 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
 // first of the next), so no prediction ever needs a position beyond the table.
 static void perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids, int n_ids, double *mean_nll) {
     const Config *c = &m->config;
+    if (n_ids < 1) die("nothing to score");
     int n = n_ids + 1, V = c->vocab_size;
     int *seq = xmalloc((size_t)n * sizeof(int), "the --ppl text");
     seq[0] = GPT2_EOT;
