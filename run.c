@@ -15,7 +15,7 @@
  * sampler -> generation -> command line. Shapes use C = n_embd, T = tokens in a chunk, V = vocab size,
  * NH = heads, hs = C / NH. Needs only libc and libm; OpenMP, when the compiler has it, splits the loops.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE // MAP_POPULATE; everything else is POSIX
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -102,7 +102,11 @@ static int map_file(MappedFile *f, const char *path, const char *what, char *err
         close(fd);
         return fail(err, "%s '%s' is empty or not a regular file", what, path);
     }
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int flags = MAP_PRIVATE;
+#ifdef MAP_POPULATE
+    flags |= MAP_POPULATE; // fault every page in now, so that the first forward pass times compute, not paging
+#endif
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, flags, fd, 0);
     close(fd); // the mapping stays valid after close
     if (p == MAP_FAILED) return fail(err, "cannot mmap %s '%s': %s", what, path, strerror(errno));
     f->data = p;
@@ -664,7 +668,7 @@ static void compute_logits(const Model *m, float *logits, const float *hidden, i
 // mapping each escaped byte back to the raw byte. Since BPE works on bytes, decode(encode(x)) == x for
 // every byte string x.
 //
-// tokenizer.bin, version 1 (written by tokenizer_builder.py). All integers uint32 little-endian; no
+// tokenizer.bin, version 1 (written by export_gpt2.py --tokenizer). All integers uint32 little-endian; no
 // alignment is assumed when reading.
 //   offset 0   char[4] magic "GTOK"
 //   offset 4   version = 1
@@ -1339,6 +1343,10 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
     if (n_new > 0) advance(m, s, kv, seq, n_prompt, g->no_cache);
     double t_prefill = now_seconds() - t0, t_step = now_seconds();
     for (int i = 0; i < n_new; i++) {
+        for (int j = 0; j < c->vocab_size; j++)
+            if (!isfinite(s->logits[j]))
+                die("the model computed a non-finite logit (NaN or infinity) at position %d: its weights are corrupt",
+                    n_prompt + i - 1);
         if (g->logits_out && fwrite(s->logits, sizeof(float), (size_t)c->vocab_size, g->logits_out) != (size_t)c->vocab_size)
             die("cannot write the --logits file: %s", strerror(errno));
         int next = sample(sampler, s->logits, c->vocab_size);
@@ -1362,8 +1370,7 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
             fprintf(stderr, "stopped: generated the requested %d tokens\n", n_new);
         fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_new > 0 ? n_prompt : 0, t_prefill,
                 t_prefill > 0 ? (n_new > 0 ? n_prompt : 0) / t_prefill : 0.0);
-        fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)%s\n", n_new, t_decode,
-                t_decode > 0 ? n_new / t_decode : 0.0, g->no_cache ? " [--no-cache: every step recomputes the whole sequence]" : "");
+        fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", n_new, t_decode, t_decode > 0 ? n_new / t_decode : 0.0);
         fprintf(stderr, "kv cache: %d of %d positions, %.1f MiB (%zu bytes/token)\n", kv->len, c->n_ctx,
                 (double)kv_bytes_used(kv) / (1024.0 * 1024.0), kv_bytes_per_token(kv));
     }
@@ -1473,7 +1480,7 @@ static float parse_float(const char *flag, const char *s, double lo, double hi, 
 static uint64_t parse_seed(const char *s) {
     char *end;
     errno = 0;
-    if (*s == '-') die("-s expects a non-negative integer, got '%s'", s);
+    if (*s < '0' || *s > '9') die("-s expects a non-negative integer, got '%s'", s);
     unsigned long long v = strtoull(s, &end, 10);
     if (end == s || *end != '\0' || errno == ERANGE) die("-s expects a non-negative integer below 2^64, got '%s'", s);
     return (uint64_t)v;
@@ -1583,7 +1590,9 @@ static FILE *open_output(const char *path, const char *flag) {
 }
 
 static void close_output(FILE *f, const char *flag) {
-    if (f && fclose(f) != 0) die("cannot finish writing the %s file: %s", flag, strerror(errno));
+    if (!f) return;
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) die("cannot finish writing the %s file: %s", flag, strerror(errno));
 }
 
 #ifndef RUN_C_NO_MAIN
@@ -1616,74 +1625,84 @@ int main(int argc, char **argv) {
     }
 
     Model model;
+    double t_load = now_seconds();
     if (model_load(&model, o.model_path, err) != 0) die("%s", err);
+    t_load = now_seconds() - t_load;
     const Config *c = &model.config;
     if (need_tokenizer && !o.ppl_path && !o.print_ids && c->vocab_size > tokenizer_vocab_size(&tok))
         die("the model's vocabulary (%d) is larger than the tokenizer's (%d); use --print-ids", c->vocab_size,
             tokenizer_vocab_size(&tok));
+    // Read and check every input before printing anything, so that a bad one gives one error line only.
+    char *ppl_text = NULL;
+    int n_ids, *ids; // the --ppl text's tokens, or the prompt's
+    if (o.ppl_path) {
+        size_t ppl_len;
+        if (read_file(o.ppl_path, &ppl_text, &ppl_len, err) != 0) die("--ppl: %s", err);
+        ids = encode_text(&tok, ppl_text, ppl_len, &n_ids);
+        if (n_ids == 0) die("--ppl: '%s' has no tokens to score", o.ppl_path);
+        if (n_ids == INT_MAX) die("--ppl: '%s' is too long (%d tokens)", o.ppl_path, n_ids);
+        for (int i = 0; i < n_ids; i++)
+            if (ids[i] >= c->vocab_size) die("--ppl: token %d is outside this model's vocabulary (%d)", ids[i], c->vocab_size);
+        if (GPT2_EOT >= c->vocab_size)
+            die("--ppl scores the text after <|endoftext|> (%d), which this model's vocabulary (%d) lacks", GPT2_EOT, c->vocab_size);
+        if (c->n_ctx < 2) die("--ppl needs a context of at least 2 positions; this model's context is %d", c->n_ctx);
+    } else {
+        if (o.prompt_ids) ids = parse_ids(o.prompt_ids, c->vocab_size, &n_ids);
+        else ids = encode_text(&tok, prompt, text_len, &n_ids);
+        if (n_ids == 0) { // nothing to condition on: start a new document
+            if (GPT2_EOT >= c->vocab_size) die("the empty prompt starts from <|endoftext|> (%d), which this model's vocabulary (%d) lacks; give a prompt", GPT2_EOT, c->vocab_size);
+            free(ids);
+            ids = xmalloc(sizeof(int), "the prompt");
+            ids[n_ids++] = GPT2_EOT;
+        }
+        if (n_ids > c->n_ctx) die("the prompt is %d tokens long; this model's context is %d tokens", n_ids, c->n_ctx);
+        for (int i = 0; i < n_ids; i++)
+            if (ids[i] >= c->vocab_size) die("prompt token %d is outside this model's vocabulary (%d)", ids[i], c->vocab_size);
+    }
+    GenOptions g = {.tok = need_tokenizer ? &tok : NULL, .print_ids = o.print_ids, .n_tokens = o.n_tokens,
+                    .no_cache = o.no_cache, .quiet = o.quiet};
+    if (o.timings_path && !o.ppl_path) {
+        g.timings = open_output(o.timings_path, "--timings");
+        fprintf(g.timings, "step,position,ms,kv_bytes\n");
+    }
+    if (o.logits_path && !o.ppl_path) g.logits_out = open_output(o.logits_path, "--logits");
+
     RunState state;
     run_state_init(&state, c);
     KVCache kv;
     kv_cache_init(&kv, c);
     if (!o.quiet)
-        fprintf(stderr, "model: %d layers, %d heads, %d wide, %d positions, %d tokens (%.1fM parameters, %.1f MB mapped), %d thread%s\n",
+        fprintf(stderr, "model: %d layers, %d heads, %d wide, %d positions, %d tokens (%.1fM parameters, %.1f MB mapped in %.2f s), %d thread%s\n",
                 c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, model_param_count(c) / 1e6,
-                model.file.size / 1e6, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
+                model.file.size / 1e6, t_load, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
 
     if (o.ppl_path) {
-        char *ppl_text;
-        size_t ppl_len;
-        if (read_file(o.ppl_path, &ppl_text, &ppl_len, err) != 0) die("--ppl: %s", err);
-        int n, *ids = encode_text(&tok, ppl_text, ppl_len, &n);
-        if (n == 0) die("--ppl: '%s' has no tokens to score", o.ppl_path);
-        for (int i = 0; i < n; i++)
-            if (ids[i] >= c->vocab_size) die("--ppl: token %d is outside this model's vocabulary (%d)", ids[i], c->vocab_size);
         double t0 = now_seconds(), nll;
-        perplexity(&model, &state, &kv, ids, n, &nll);
-        printf("tokens: %d\nmean nll: %.6f\nperplexity: %.4f\n", n, nll, exp(nll));
-        if (!o.quiet) fprintf(stderr, "scored %d tokens in %.3f s (%.1f tok/s)\n", n, now_seconds() - t0, n / (now_seconds() - t0));
-        free(ids);
-        free(ppl_text);
+        perplexity(&model, &state, &kv, ids, n_ids, &nll);
+        if (!isfinite(nll)) die("--ppl: the model computed a non-finite loss (NaN or infinity): its weights are corrupt");
+        printf("tokens: %d\nmean nll: %.6f\nperplexity: %.4f\n", n_ids, nll, exp(nll));
+        if (!o.quiet) fprintf(stderr, "scored %d tokens in %.3f s (%.1f tok/s)\n", n_ids, now_seconds() - t0, n_ids / (now_seconds() - t0));
     } else {
-        int n_prompt, *prompt_ids;
-        if (o.prompt_ids) prompt_ids = parse_ids(o.prompt_ids, c->vocab_size, &n_prompt);
-        else prompt_ids = encode_text(&tok, prompt, text_len, &n_prompt);
-        if (n_prompt == 0) { // nothing to condition on: start a new document
-            free(prompt_ids);
-            prompt_ids = xmalloc(sizeof(int), "the prompt");
-            prompt_ids[n_prompt++] = GPT2_EOT;
-            if (GPT2_EOT >= c->vocab_size) die("the empty prompt starts from <|endoftext|> (%d), which this model's vocabulary (%d) lacks; give a prompt", GPT2_EOT, c->vocab_size);
-        }
-        if (n_prompt > c->n_ctx) die("the prompt is %d tokens long; this model's context is %d tokens", n_prompt, c->n_ctx);
-        for (int i = 0; i < n_prompt; i++)
-            if (prompt_ids[i] >= c->vocab_size) die("prompt token %d is outside this model's vocabulary (%d)", prompt_ids[i], c->vocab_size);
         int *seq = xmalloc((size_t)c->n_ctx * sizeof(int), "the token sequence");
-        memcpy(seq, prompt_ids, (size_t)n_prompt * sizeof(int));
-        free(prompt_ids);
-
+        memcpy(seq, ids, (size_t)n_ids * sizeof(int));
         uint64_t seed = o.seed_given ? o.seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
         Sampler sampler;
         sampler_init(&sampler, c->vocab_size, o.temperature, o.top_p, o.top_k, seed);
         if (!o.quiet)
             fprintf(stderr, "seed: %llu, temperature %g, top-p %g, top-k %d, %s\n", (unsigned long long)seed,
                     (double)o.temperature, (double)o.top_p, o.top_k, o.no_cache ? "no cache" : "kv cache");
-        GenOptions g = {.tok = need_tokenizer ? &tok : NULL, .print_ids = o.print_ids, .n_tokens = o.n_tokens,
-                        .no_cache = o.no_cache, .quiet = o.quiet};
-        if (o.timings_path) {
-            g.timings = open_output(o.timings_path, "--timings");
-            fprintf(g.timings, "step,position,ms,kv_bytes\n");
-        }
-        if (o.logits_path) g.logits_out = open_output(o.logits_path, "--logits");
         if (!o.print_ids) { // stdout carries the prompt, then the continuation
             fwrite(prompt, 1, text_len, stdout);
             fflush(stdout);
         }
-        generate(&model, &state, &kv, &sampler, seq, n_prompt, &g);
+        generate(&model, &state, &kv, &sampler, seq, n_ids, &g);
         close_output(g.timings, "--timings");
         close_output(g.logits_out, "--logits");
         sampler_free(&sampler);
         free(seq);
     }
+    free(ids);
+    free(ppl_text);
     if (fflush(stdout) != 0 || ferror(stdout)) die("cannot write to stdout");
     kv_cache_free(&kv);
     run_state_free(&state);

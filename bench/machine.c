@@ -1,18 +1,39 @@
 // machine.c -- measures the two physical limits the engine is judged against:
 //   read bandwidth: GB/s streaming a buffer much larger than the caches, all threads (the decode roofline)
-//   FMA peak:       GFLOP/s of independent 8-wide fused multiply-adds, all threads (the prefill roofline)
-// Prints "read_gbps X" and "fma_gflops Y" lines. Best of several repeats, like the rest of the bench.
-// Build: cc -O3 -march=native -ffp-contract=fast -fopenmp bench/machine.c -o bench/machine
+//   FMA peak:       GFLOP/s of independent fused multiply-adds, all threads (the prefill roofline)
+// Prints "key value" lines, one per figure (bench/bench.py parses them):
+//   threads N          OpenMP threads used (OMP_NUM_THREADS, else every core)
+//   read_gbps X        best read bandwidth, GB/s (1e9 bytes)
+//   fma_gflops Y       best FMA throughput over the vector widths tried, GFLOP/s (an FMA counts as 2)
+//   fma8_gflops Y8     the same with 8-float (256-bit) vectors only, the width run.c uses
+//   fma_width W        floats per vector of the best fma_gflops (8 or 16)
+//   file_read_gbps Z   only with a FILE argument (the model): the same read loop over FILE mmapped read-only
+//                      from the page cache, which is how run.c reads its weights (after one untimed pass)
+// Best of several repeats, like the rest of the bench.
+//
+// The FMAs are written as intrinsics (when the target has them), so the figure does not depend on
+// -ffp-contract: the Makefile builds everything with -ffp-contract=off, which would otherwise turn
+// a*b+c into a multiply and an add and report half the machine.
+// Usage: bench/machine [FILE]
+// Build: cc -O3 -march=native -fopenmp bench/machine.c -o bench/machine
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__x86_64__) && (defined(__FMA__) || defined(__AVX512F__))
+#include <immintrin.h>
+#endif
 
 typedef float vec8 __attribute__((vector_size(32)));
+typedef float vec16 __attribute__((vector_size(64)));
 
 static double now(void) {
     struct timespec ts;
@@ -20,15 +41,30 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static int n_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// Macros rather than functions: no vector-typed function arguments (GCC's -Wpsabi without -mavx).
+#if defined(__x86_64__) && defined(__FMA__)
+#define fma8(a, b, c) ((vec8)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#else
+#define fma8(a, b, c) ((a) * (b) + (c)) // fused only if the compiler contracts it
+#endif
+#if defined(__x86_64__) && defined(__AVX512F__)
+#define fma16(a, b, c) ((vec16)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
+#endif
+
 // Sums a buffer with 4 vector accumulators per thread: the loads, not the adds, are the limit.
-static double read_bandwidth(size_t bytes, int repeats) {
+// Pass 0 is untimed (page faults); then the best of `repeats` passes.
+static double read_loop(const float *a, size_t bytes, int repeats) {
     size_t n = bytes / sizeof(float);
-    float *a = malloc(bytes);
-    if (!a) { fprintf(stderr, "error: out of memory\n"); exit(1); }
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 7); // first touch by the thread that reads it
     double best = 1e30, sink = 0;
-    for (int r = 0; r < repeats; r++) {
+    for (int r = 0; r <= repeats; r++) {
         double t0 = now(), total = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total)
         for (size_t blk = 0; blk < n / 32; blk++) {
@@ -42,41 +78,94 @@ static double read_bandwidth(size_t bytes, int repeats) {
         }
         double t = now() - t0;
         sink += total;
-        if (t < best) best = t;
+        if (r > 0 && t < best) best = t;
     }
-    free(a);
     if (sink == 12345.0) printf("#\n"); // keeps the sums alive
-    return bytes / best / 1e9;
+    return (double)(n / 32 * 32 * sizeof(float)) / best / 1e9;
+}
+
+static double read_bandwidth(size_t bytes, int repeats) {
+    size_t n = bytes / sizeof(float);
+    float *a = malloc(bytes);
+    if (!a) {
+        fprintf(stderr, "error: out of memory\n");
+        exit(1);
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 7); // first touch by the thread that reads it
+    double gbps = read_loop(a, bytes, repeats);
+    free(a);
+    return gbps;
+}
+
+// The same loop over a file mapped like run.c maps model.bin (read-only, private, not populated).
+static double file_read_bandwidth(const char *path, int repeats) {
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 4096) {
+        fprintf(stderr, "error: cannot open '%s'\n", path);
+        exit(1);
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        fprintf(stderr, "error: cannot mmap '%s'\n", path);
+        exit(1);
+    }
+    double gbps = read_loop(p, (size_t)st.st_size, repeats);
+    munmap(p, (size_t)st.st_size);
+    return gbps;
 }
 
 // 12 independent FMA chains per thread hide the FMA latency (4 cycles x 2 pipes needs >= 8).
-static double fma_peak(long iters, int repeats) {
+#define CHAINS 12
+#define FMA_LOOP(VEC, FMA, W)                                                                  \
+    do {                                                                                       \
+        VEC acc[CHAINS], m, b;                                                                 \
+        for (int l = 0; l < (W); l++) {                                                        \
+            m[l] = 1.0000001f;                                                                 \
+            b[l] = 1e-7f;                                                                      \
+        }                                                                                      \
+        for (int j = 0; j < CHAINS; j++) acc[j] = m * (float)j;                                \
+        for (long i = 0; i < iters; i++)                                                       \
+            for (int j = 0; j < CHAINS; j++) acc[j] = FMA(acc[j], m, b);                       \
+        for (int j = 0; j < CHAINS; j++) sink += acc[j][0];                                    \
+    } while (0)
+
+// GFLOP/s of `width`-float FMAs on every thread; 0 if this build has no such vectors.
+static double fma_peak(int width, long iters, int repeats) {
+#if !(defined(__x86_64__) && defined(__AVX512F__))
+    if (width == 16) return 0;
+#endif
     double best = 1e30;
     float sink = 0;
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
     for (int r = 0; r < repeats; r++) {
         double t0 = now();
 #pragma omp parallel reduction(+ : sink)
         {
-            vec8 acc[12], m = {1.0000001f, 1.0000001f, 1.0000001f, 1.0000001f, 1.0000001f, 1.0000001f, 1.0000001f, 1.0000001f};
-            vec8 b = {1e-7f, 1e-7f, 1e-7f, 1e-7f, 1e-7f, 1e-7f, 1e-7f, 1e-7f};
-            for (int j = 0; j < 12; j++) acc[j] = (vec8){(float)j};
-            for (long i = 0; i < iters; i++)
-                for (int j = 0; j < 12; j++) acc[j] = acc[j] * m + b;
-            for (int j = 0; j < 12; j++) sink += acc[j][0];
+            if (width == 8) FMA_LOOP(vec8, fma8, 8);
+#if defined(__x86_64__) && defined(__AVX512F__)
+            else FMA_LOOP(vec16, fma16, 16);
+#endif
         }
         double t = now() - t0;
         if (t < best) best = t;
     }
     if (sink == 12345.0f) printf("#\n");
-    return 2.0 * 8 * 12 * (double)iters * threads / best / 1e9;
+    return 2.0 * width * CHAINS * (double)iters * n_threads() / best / 1e9;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    printf("threads %d\n", n_threads());
     printf("read_gbps %.2f\n", read_bandwidth((size_t)1 << 30, 5));
-    printf("fma_gflops %.2f\n", fma_peak(50000000, 5));
+    fflush(stdout);
+    if (argc > 1) {
+        printf("file_read_gbps %.2f\n", file_read_bandwidth(argv[1], 5));
+        fflush(stdout);
+    }
+    double f8 = fma_peak(8, 50000000, 5), f16 = fma_peak(16, 25000000, 5);
+    printf("fma_gflops %.2f\n", f16 > f8 ? f16 : f8);
+    printf("fma8_gflops %.2f\n", f8);
+    printf("fma_width %d\n", f16 > f8 ? 16 : 8);
     return 0;
 }

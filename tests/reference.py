@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+"""Independent float64 numpy GPT-2 forward pass, read straight from a Hugging Face directory.
+
+Follows the "GPT-2 forward" section of notes/CONTRACTS.md. Shares no code with
+export_gpt2.py or run.c: it has its own safetensors reader and works on the HF layout
+(Conv1D weights [in, out], used as x @ W).
+
+    params = load(dir)
+    logits(params, ids)          -> [T, V] float64, row t = distribution of token t+1
+    greedy(params, prompt, n)    -> generated ids (argmax, ties -> lowest id; stops at n_ctx)
+    ppl(params, ids)             -> (tokens, mean_nll, perplexity) with the --ppl chunking rule
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+EOT = 50256
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        buf = f.read()
+    n = int.from_bytes(buf[:8], "little")
+    header = json.loads(buf[8:8 + n])
+    base = 8 + n
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        raw = buf[base + b:base + end]
+        shape = tuple(e["shape"])
+        dt = e["dtype"]
+        if dt == "F32":
+            a = np.frombuffer(raw, dtype="<f4")
+        elif dt == "F16":
+            a = np.frombuffer(raw, dtype="<f2")
+        elif dt == "BF16":
+            a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << np.uint32(16)).view(np.float32)
+        else:
+            continue  # mask buffers (U8/BOOL) are not needed
+        out[name] = a.astype(np.float64).reshape(shape)
+    return out
+
+
+def load(d):
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    raw = read_safetensors(os.path.join(d, "model.safetensors"))
+    w = {}
+    for name, a in raw.items():
+        if name.startswith("transformer."):
+            name = name[len("transformer."):]
+        w[name] = a
+    return {"n_layer": cfg["n_layer"], "n_head": cfg["n_head"], "n_embd": cfg["n_embd"],
+            "n_ctx": cfg.get("n_positions", cfg.get("n_ctx")), "vocab_size": cfg["vocab_size"],
+            "eps": cfg.get("layer_norm_epsilon", 1e-5), "w": w}
+
+
+def layernorm(x, g, b, eps):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)  # population variance
+    return (x - mu) / np.sqrt(var + eps) * g + b
+
+
+def gelu_new(u):
+    return 0.5 * u * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u ** 3)))
+
+
+def hidden(p, ids):
+    """Final LayerNorm output [T, C] for a sequence of at most n_ctx tokens."""
+    ids = np.asarray(ids, dtype=np.int64)
+    T = len(ids)
+    assert 0 < T <= p["n_ctx"], T
+    w, C, H, eps = p["w"], p["n_embd"], p["n_head"], p["eps"]
+    hs = C // H
+    x = w["wte.weight"][ids] + w["wpe.weight"][:T]
+    future = np.triu(np.ones((T, T), dtype=bool), 1)
+    for i in range(p["n_layer"]):
+        g = lambda n: w[f"h.{i}.{n}"]  # noqa: E731
+        h = layernorm(x, g("ln_1.weight"), g("ln_1.bias"), eps)
+        qkv = h @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
+        q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
+        y = np.empty((T, C))
+        for j in range(H):
+            s = slice(j * hs, (j + 1) * hs)
+            sc = q[:, s] @ k[:, s].T / math.sqrt(hs)
+            sc[future] = -np.inf
+            sc = np.exp(sc - sc.max(-1, keepdims=True))
+            sc /= sc.sum(-1, keepdims=True)
+            y[:, s] = sc @ v[:, s]
+        x = x + y @ g("attn.c_proj.weight") + g("attn.c_proj.bias")
+        h = layernorm(x, g("ln_2.weight"), g("ln_2.bias"), eps)
+        x = x + gelu_new(h @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias")) @ g("mlp.c_proj.weight") \
+            + g("mlp.c_proj.bias")
+    return layernorm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+
+
+def logits(p, ids):
+    return hidden(p, ids) @ p["w"]["wte.weight"].T
+
+
+def last_logits(p, ids):
+    return hidden(p, ids)[-1] @ p["w"]["wte.weight"].T
+
+
+def greedy_steps(p, prompt, n):
+    """(generated ids, [k, V] logits each was chosen from); stops when the sequence fills n_ctx."""
+    seq, out, rows = list(prompt), [], []
+    while len(out) < n and len(seq) < p["n_ctx"]:
+        lg = last_logits(p, seq)
+        t = int(np.argmax(lg))  # first maximum = lowest id on ties
+        rows.append(lg)
+        out.append(t)
+        seq.append(t)
+    return out, np.array(rows).reshape(len(rows), p["vocab_size"])
+
+
+def greedy(p, prompt, n):
+    return greedy_steps(p, prompt, n)[0]
+
+
+def ppl(p, ids):
+    """s = [EOT] + ids; chunks s[k*(n_ctx-1) : k*(n_ctx-1)+n_ctx], each scoring its len-1
+    next-token predictions, so every text token is predicted exactly once."""
+    s = [EOT] + list(ids)
+    n_ctx = p["n_ctx"]
+    assert n_ctx >= 2
+    total, count, start = 0.0, 0, 0
+    while start < len(s) - 1:
+        chunk = s[start:start + n_ctx]
+        lg = logits(p, chunk[:-1])
+        m = lg.max(-1, keepdims=True)
+        logp = lg - m - np.log(np.exp(lg - m).sum(-1, keepdims=True))
+        total -= logp[np.arange(len(chunk) - 1), chunk[1:]].sum()
+        count += len(chunk) - 1
+        start += n_ctx - 1
+    assert count == len(ids)
+    mean = total / count
+    return count, mean, math.exp(mean)

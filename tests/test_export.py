@@ -1,0 +1,465 @@
+#!/usr/bin/python3
+"""Tests of export_gpt2.py: exact output bytes against an independent numpy writer, and every
+error path (one "error: " line, exit 1, nothing left behind).
+
+    /usr/bin/python3 tests/test_export.py          (about 10 s)
+    GPT2C_BIG=1 /usr/bin/python3 tests/test_export.py   also exports a 124M-shaped model (~500 MB)
+
+export_gpt2.py runs under `python -S`, where numpy is not importable: that proves it is stdlib-only.
+Prints "ok - name" / "not ok - name: why" per assertion; exits 1 if any failed.
+"""
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+EXPORT = os.path.join(ROOT, "export_gpt2.py")
+sys.path.insert(0, HERE)
+import make_hf_model as mk  # noqa: E402
+
+failures = 0
+
+
+def check(name, cond, why=""):
+    global failures
+    if cond:
+        print(f"ok - {name}")
+    else:
+        failures += 1
+        print(f"not ok - {name}: {' | '.join(str(why).splitlines())}")
+    sys.stdout.flush()
+    return cond
+
+
+def run_export(src, out, env=None, timeout=300):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-S", EXPORT, src, out], capture_output=True,
+                          text=True, env=e, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------
+# independent writer of the CONTRACTS.md model.bin format
+
+def expected_bin(w, L, H, C, P, V, eps):
+    hdr = bytearray(256)
+    hdr[0:4] = b"GPT2"
+    hdr[4:28] = np.array([1, L, H, C, P, V], dtype="<u4").tobytes()
+    hdr[28:32] = np.array([eps], dtype="<f4").tobytes()
+    order = [("wte.weight", False), ("wpe.weight", False)]
+    for i in range(L):
+        for n, t in (("ln_1.weight", 0), ("ln_1.bias", 0), ("attn.c_attn.weight", 1),
+                     ("attn.c_attn.bias", 0), ("attn.c_proj.weight", 1), ("attn.c_proj.bias", 0),
+                     ("ln_2.weight", 0), ("ln_2.bias", 0), ("mlp.c_fc.weight", 1),
+                     ("mlp.c_fc.bias", 0), ("mlp.c_proj.weight", 1), ("mlp.c_proj.bias", 0)):
+            order.append((f"h.{i}.{n}", bool(t)))
+    order += [("ln_f.weight", False), ("ln_f.bias", False)]
+    out, offsets = [bytes(hdr)], {}
+    pos = 256
+    for name, tr in order:
+        pad = -pos % 64
+        out.append(bytes(pad))
+        pos += pad
+        offsets[name] = pos
+        a = w[name].T if tr else w[name]
+        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
+        out.append(b)
+        pos += len(b)
+    return b"".join(out), offsets
+
+
+def first_diff(a, b):
+    n = min(len(a), len(b))
+    for i in range(0, n, 4096):
+        if a[i:i + 4096] != b[i:i + 4096]:
+            for j in range(i, min(i + 4096, n)):
+                if a[j] != b[j]:
+                    return j
+    return n
+
+
+# ----------------------------------------------------------------------------
+
+def valid_cases(tmp):
+    cases = [
+        ("1L 1H C8 ctx16 V50 F32 prefix", dict(layers=1, heads=1, embd=8, ctx=16, vocab=50)),
+        ("2L 2H C48 ctx32 V101 F32 no-prefix mask-buffers",
+         dict(layers=2, heads=2, embd=48, ctx=32, vocab=101, prefix=False, mask_buffers=True)),
+        ("3L 4H C64 ctx64 V50257 F16 prefix",
+         dict(layers=3, heads=4, embd=64, ctx=64, vocab=50257, dtype="F16")),
+        ("3L 4H C64 ctx64 V50257 BF16 no-prefix mask-buffers",
+         dict(layers=3, heads=4, embd=64, ctx=64, vocab=50257, dtype="BF16", prefix=False,
+              mask_buffers=True)),
+        ("3L 3H C24 ctx20 V77 F16 no-prefix",
+         dict(layers=3, heads=3, embd=24, ctx=20, vocab=77, dtype="F16", prefix=False)),
+        ("pytorch_model.bin F32 prefix mask-buffers",
+         dict(layers=2, heads=2, embd=48, ctx=32, vocab=101, format="pytorch", mask_buffers=True)),
+        ("pytorch_model.bin F16 no-prefix",
+         dict(layers=2, heads=4, embd=32, ctx=24, vocab=90, format="pytorch", dtype="F16",
+              prefix=False)),
+        ("pytorch_model.bin BF16 mask-buffers",
+         dict(layers=1, heads=2, embd=16, ctx=8, vocab=60, format="pytorch", dtype="BF16",
+              mask_buffers=True)),
+        ("eps 1e-6, gelu_pytorch_tanh, n_inner=4C",
+         dict(layers=1, heads=2, embd=16, ctx=8, vocab=60, eps=1e-6, activation="gelu_pytorch_tanh",
+              config_extra={"n_inner": 64})),
+    ]
+    for k, (name, opts) in enumerate(cases):
+        src = os.path.join(tmp, f"valid{k}")
+        w = mk.make_model(src, seed=k, **opts)
+        out = os.path.join(tmp, f"valid{k}.bin")
+        r = run_export(src, out)
+        if not check(f"export {name}: exit 0", r.returncode == 0, r.stderr.strip()[-300:]):
+            continue
+        check(f"export {name}: summary on stderr, nothing on stdout",
+              r.stdout == "" and "n_layer=" in r.stderr and "error" not in r.stderr, r.stderr)
+        exp, _ = expected_bin(w, opts["layers"], opts["heads"], opts["embd"], opts["ctx"],
+                              opts["vocab"], opts.get("eps", 1e-5))
+        got = open(out, "rb").read()
+        check(f"export {name}: bytes identical to independent writer", got == exp,
+              f"size {len(got)} vs {len(exp)}, first difference at byte {first_diff(got, exp)}")
+        check(f"export {name}: no tmp file left", not os.path.exists(out + ".tmp"))
+
+    # config with the legacy n_ctx key only
+    src = os.path.join(tmp, "nctx_only")
+    w = mk.make_model(src, layers=1, heads=1, embd=8, ctx=12, vocab=30, seed=9)
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    del cfg["n_positions"]
+    json.dump(cfg, open(os.path.join(src, "config.json"), "w"))
+    out = os.path.join(tmp, "nctx_only.bin")
+    r = run_export(src, out)
+    check("export config with n_ctx but no n_positions", r.returncode == 0 and
+          open(out, "rb").read() == expected_bin(w, 1, 1, 8, 12, 30, 1e-5)[0], r.stderr.strip())
+
+
+def layout_checks(tmp):
+    """Spell out the format facts on one model (the byte comparison already implies them)."""
+    src = os.path.join(tmp, "layout")
+    L, H, C, P, V = 2, 3, 24, 10, 37
+    w = mk.make_model(src, layers=L, heads=H, embd=C, ctx=P, vocab=V, eps=3e-5, seed=5)
+    out = os.path.join(tmp, "layout.bin")
+    r = run_export(src, out)
+    if not check("layout: export", r.returncode == 0, r.stderr.strip()):
+        return
+    b = open(out, "rb").read()
+    magic, ver, l, h, c, p, v, eps = struct.unpack_from("<4s6If", b, 0)
+    check("layout: header magic/version/dims", (magic, ver, l, h, c, p, v) == (b"GPT2", 1, L, H, C, P, V),
+          str((magic, ver, l, h, c, p, v)))
+    check("layout: header eps is float32(3e-5)", eps == float(np.float32(3e-5)), repr(eps))
+    check("layout: header bytes 32..255 are zero", b[32:256] == bytes(224))
+    _, offs = expected_bin(w, L, H, C, P, V, 3e-5)
+    check("layout: every tensor offset is a multiple of 64", all(o % 64 == 0 for o in offs.values()))
+    o = offs["h.1.attn.c_attn.weight"]
+    got = np.frombuffer(b, dtype="<f4", count=3 * C * C, offset=o).reshape(3 * C, C)
+    check("layout: c_attn.weight stored transposed [3C][C]",
+          np.array_equal(got, w["h.1.attn.c_attn.weight"].T.astype(np.float32)))
+    o = offs["h.0.mlp.c_proj.weight"]
+    got = np.frombuffer(b, dtype="<f4", count=4 * C * C, offset=o).reshape(C, 4 * C)
+    check("layout: mlp.c_proj.weight stored transposed [C][4C]",
+          np.array_equal(got, w["h.0.mlp.c_proj.weight"].T.astype(np.float32)))
+    end = offs["ln_f.bias"] + 4 * C
+    check("layout: file ends exactly after ln_f.bias", len(b) == end, f"{len(b)} vs {end}")
+
+
+# ----------------------------------------------------------------------------
+# error cases
+
+def error_cases(tmp):
+    base = os.path.join(tmp, "base")
+    mk.make_model(base, layers=2, heads=2, embd=48, ctx=32, vocab=101, seed=1)
+    base_pt = os.path.join(tmp, "base_pt")
+    mk.make_model(base_pt, layers=2, heads=2, embd=48, ctx=32, vocab=101, seed=1, format="pytorch")
+    st_items, st_meta = mk.read_safetensors(os.path.join(base, "model.safetensors"))
+
+    def clone(name, src=base):
+        d = os.path.join(tmp, "err_" + name)
+        shutil.copytree(src, d)
+        return d
+
+    def edit_config(name, **changes):
+        d = clone(name)
+        p = os.path.join(d, "config.json")
+        cfg = json.load(open(p))
+        for k, v in changes.items():
+            if v is KeyError:
+                cfg.pop(k, None)
+            else:
+                cfg[k] = v
+        json.dump(cfg, open(p, "w"))
+        return d
+
+    def edit_tensors(name, fn):
+        d = clone(name)
+        items = dict(st_items)
+        fn(items)
+        mk.write_safetensors(os.path.join(d, "model.safetensors"),
+                             [(n, dt, s, b) for n, (dt, s, b) in items.items()], st_meta)
+        return d
+
+    def edit_bytes(name, fn, fname="model.safetensors", src=base):
+        d = clone(name, src)
+        p = os.path.join(d, fname)
+        b = fn(open(p, "rb").read())
+        open(p, "wb").write(b)
+        return d
+
+    def drop(items):
+        del items["transformer.h.1.ln_2.bias"]
+
+    def transposed_shape(items):
+        dt, s, b = items["transformer.h.0.attn.c_attn.weight"]
+        items["transformer.h.0.attn.c_attn.weight"] = (dt, (s[1], s[0]), b)
+
+    def bad_offsets(items):
+        dt, s, b = items["transformer.h.0.ln_1.bias"]
+        items["transformer.h.0.ln_1.bias"] = (dt, s, b[:-4])
+
+    def as_f64(items):
+        dt, s, b = items["transformer.h.0.ln_1.weight"]
+        items["transformer.h.0.ln_1.weight"] = ("F64", s, np.frombuffer(b, "<f4").astype("<f8").tobytes())
+
+    def unknown_dtype(items):
+        dt, s, b = items["transformer.h.0.ln_1.weight"]
+        items["transformer.h.0.ln_1.weight"] = ("Q7", s, b)
+
+    def duplicate(items):
+        items["wpe.weight"] = items["transformer.wpe.weight"]
+
+    def truncate(b):
+        return b[:-100]
+
+    def huge_header(b):
+        return (10**9).to_bytes(8, "little") + b[8:]
+
+    def garbage_header(b):
+        g = b"{\"transformer.w\x00\x01 not json"
+        return b[:8] + g + b[8 + len(g):]
+
+    def header_not_object(b):
+        h = b"[1, 2, 3]" + b" " * 7
+        return len(h).to_bytes(8, "little") + h
+
+    def corrupt_entry(b):
+        n = int.from_bytes(b[:8], "little")
+        h = json.loads(b[8:8 + n])
+        h["transformer.wte.weight"]["data_offsets"] = "zero"
+        hb = json.dumps(h).encode()
+        hb += b" " * (-len(hb) % 8)
+        return len(hb).to_bytes(8, "little") + hb + b[8 + n:]
+
+    # pytorch_model.bin whose pickle calls os.system: must be refused, never executed
+    sentinel = os.path.join(tmp, "PWNED")
+
+    def evil_pickle(_):
+        import io
+        bio = io.BytesIO()
+        with zipfile.ZipFile(bio, "w") as z:
+            z.writestr("archive/data.pkl", b"\x80\x02cos\nsystem\nq\x00X" +
+                       struct.pack("<I", len("touch " + sentinel)) + ("touch " + sentinel).encode() +
+                       b"\x85R.")
+            z.writestr("archive/version", "3\n")
+        return bio.getvalue()
+
+    def drop_storage(b):
+        import io
+        zin = zipfile.ZipFile(io.BytesIO(b))
+        bio = io.BytesIO()
+        with zipfile.ZipFile(bio, "w") as z:
+            for info in zin.infolist():
+                if info.filename != "archive/data/3":
+                    z.writestr(info, zin.read(info))
+        return bio.getvalue()
+
+    only_config = clone("only_config")
+    os.remove(os.path.join(only_config, "model.safetensors"))
+    no_config = clone("no_config")
+    os.remove(os.path.join(no_config, "config.json"))
+    bad_json = clone("bad_json")
+    open(os.path.join(bad_json, "config.json"), "w").write('{"n_layer": 2, "n_head": ')
+    a_file = os.path.join(tmp, "a_file")
+    open(a_file, "w").write("x")
+
+    cases = [
+        ("missing directory", os.path.join(tmp, "does_not_exist"), "no such directory"),
+        ("SOURCE is a file", a_file, "not a directory"),
+        ("unknown model name (no network attempted)", "gpt3-mega", "not a known model name"),
+        ("no weights file", only_config, "neither"),
+        ("missing config.json", no_config, "config.json"),
+        ("config.json not JSON", bad_json, "config.json"),
+        ("config missing n_head", edit_config("no_n_head", n_head=KeyError), "n_head"),
+        ("config missing n_positions and n_ctx",
+         edit_config("no_npos", n_positions=KeyError, n_ctx=KeyError), "n_positions"),
+        ("config n_embd not a multiple of n_head", edit_config("heads5", n_head=5), "multiple"),
+        ("config n_inner not null/4C", edit_config("n_inner", n_inner=100), "n_inner"),
+        ("config activation relu", edit_config("relu", activation_function="relu"), "activation"),
+        ("config n_layer 0", edit_config("layers0", n_layer=0), "n_layer"),
+        ("config n_head is a string", edit_config("heads_str", n_head="2"), "n_head"),
+        ("config negative eps", edit_config("eps", layer_norm_epsilon=-1), "layer_norm_epsilon"),
+        ("config model_type gpt_neo", edit_config("neo", model_type="gpt_neo"), "model_type"),
+        ("config vocab_size does not match wte", edit_config("vocab", vocab_size=100), "shape"),
+        ("config n_positions does not match wpe", edit_config("npos", n_positions=64), "shape"),
+        ("config n_embd does not match tensors", edit_config("embd", n_embd=64, n_head=2), "shape"),
+        ("config n_layer smaller than checkpoint", edit_config("fewer", n_layer=1), "n_layer=1"),
+        ("config n_layer larger than checkpoint", edit_config("more", n_layer=3), "missing"),
+        ("missing tensor", edit_tensors("missing", drop), "h.1.ln_2.bias"),
+        ("wrong shape (c_attn stored [3C,C])", edit_tensors("shape", transposed_shape), "shape"),
+        ("data size does not match shape", edit_tensors("offsets", bad_offsets), "bytes"),
+        ("unsupported dtype F64", edit_tensors("f64", as_f64), "F64"),
+        ("unknown dtype Q7", edit_tensors("q7", unknown_dtype), "Q7"),
+        ("tensor with and without prefix", edit_tensors("dup", duplicate), "twice"),
+        ("truncated safetensors (data offsets beyond file)", edit_bytes("trunc", truncate), "beyond"),
+        ("header length beyond file", edit_bytes("hlen", huge_header), "header length"),
+        ("safetensors shorter than 8 bytes", edit_bytes("tiny", lambda b: b[:5]), "short"),
+        ("corrupt header JSON", edit_bytes("hjson", garbage_header), "JSON"),
+        ("header not an object", edit_bytes("harr", header_not_object), "header"),
+        ("header entry malformed", edit_bytes("hentry", corrupt_entry), "wte"),
+        ("pytorch_model.bin not a zip", edit_bytes("ptzip", lambda b: b"\x80\x02}q\x00." + b[:50],
+                                                   "pytorch_model.bin", base_pt), "zip"),
+        ("pytorch_model.bin with os.system global", edit_bytes("evil", evil_pickle,
+                                                               "pytorch_model.bin", base_pt), "os.system"),
+        ("pytorch_model.bin storage missing", edit_bytes("ptstore", drop_storage,
+                                                         "pytorch_model.bin", base_pt), "data/3"),
+        ("pytorch_model.bin truncated storage",
+         edit_bytes("pttrunc", lambda b: b[:len(b) // 2], "pytorch_model.bin", base_pt), "truncated"),
+    ]
+    for name, src, word in cases:
+        outdir = os.path.join(tmp, "out_" + name.replace(" ", "_").replace("/", "_"))
+        os.makedirs(outdir)
+        out = os.path.join(outdir, "model.bin")
+        r = run_export(src, out)
+        lines = r.stderr.splitlines()
+        ok = (r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ")
+              and word.lower() in lines[0].lower() and r.stdout == "")
+        check(f"error {name}: exit 1, one 'error: ' line", ok,
+              f"rc={r.returncode} stderr={r.stderr.strip()[-400:]!r} (expected the word {word!r})")
+        check(f"error {name}: nothing left behind", os.listdir(outdir) == [], str(os.listdir(outdir)))
+    check("error pytorch_model.bin with os.system global: code not executed", not os.path.exists(sentinel))
+
+    # output problems
+    r = run_export(base, os.path.join(tmp, "no_such_dir", "model.bin"))
+    check("error output directory missing", r.returncode == 1 and r.stderr.startswith("error: ")
+          and len(r.stderr.splitlines()) == 1, r.stderr)
+    r = run_export(base, tmp)
+    check("error output path is a directory", r.returncode == 1 and r.stderr.startswith("error: ")
+          and len(r.stderr.splitlines()) == 1, r.stderr)
+    r = subprocess.run([sys.executable, "-S", EXPORT], capture_output=True, text=True)
+    check("error no arguments: exit 1, one 'error: ' line", r.returncode == 1 and
+          r.stderr.startswith("error: ") and len(r.stderr.splitlines()) == 1, r.stderr)
+
+    # a failed export leaves an existing OUT.bin alone
+    outdir = os.path.join(tmp, "keep")
+    os.makedirs(outdir)
+    out = os.path.join(outdir, "model.bin")
+    open(out, "wb").write(b"previous")
+    r = run_export(edit_config("keep", n_head=5), out)
+    check("failed export keeps the previous OUT.bin", r.returncode == 1 and
+          open(out, "rb").read() == b"previous" and os.listdir(outdir) == ["model.bin"])
+
+    # KeyboardInterrupt in the middle of writing: tmp removed, no OUT.bin
+    outdir = os.path.join(tmp, "interrupt")
+    os.makedirs(outdir)
+    out = os.path.join(outdir, "model.bin")
+    code = ("import sys; sys.path.insert(0, %r); import export_gpt2 as e\n"
+            "orig = e.to_float32; n = [0]\n"
+            "def boom(*a):\n"
+            "    n[0] += 1\n"
+            "    if n[0] == 5: raise KeyboardInterrupt\n"
+            "    return orig(*a)\n"
+            "e.to_float32 = boom\n"
+            "sys.exit(e.main([%r, %r]))\n") % (ROOT, base, out)
+    r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)
+    check("KeyboardInterrupt while writing: 'error: interrupted', nothing left behind",
+          r.returncode != 0 and r.stderr.strip() == "error: interrupted" and os.listdir(outdir) == [],
+          f"rc={r.returncode} stderr={r.stderr.strip()!r} left={os.listdir(outdir)}")
+
+
+# ----------------------------------------------------------------------------
+# download path, against a local HTTP server standing in for huggingface.co (HF_ENDPOINT)
+
+def download_checks(tmp):
+    site = os.path.join(tmp, "site")
+    repo = os.path.join(site, "gpt2", "resolve", "main")
+    w = mk.make_model(repo, layers=1, heads=2, embd=16, ctx=8, vocab=40, seed=3)
+    open(os.path.join(repo, "vocab.json"), "w").write("{}")
+    open(os.path.join(repo, "merges.txt"), "w").write("#version: 0.2\n")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=site))
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    endpoint = f"http://127.0.0.1:{srv.server_address[1]}"
+    cache = os.path.join(tmp, "cache")
+    env = {"HF_ENDPOINT": endpoint, "GPT2C_CACHE": cache, "no_proxy": "127.0.0.1,localhost",
+           "NO_PROXY": "127.0.0.1,localhost"}
+    try:
+        out = os.path.join(tmp, "dl.bin")
+        r = run_export("gpt2", out, env)
+        check("download: export gpt2 from (local) HF endpoint", r.returncode == 0 and
+              open(out, "rb").read() == expected_bin(w, 1, 2, 16, 8, 40, 1e-5)[0], r.stderr.strip())
+        got = sorted(os.listdir(os.path.join(cache, "gpt2"))) if os.path.isdir(cache) else []
+        check("download: cache holds the four files, no .part", got ==
+              ["config.json", "merges.txt", "model.safetensors", "vocab.json"], str(got))
+        out2 = os.path.join(tmp, "dl_missing.bin")
+        r = run_export("distilgpt2", out2, env)
+        lines = r.stderr.splitlines()
+        check("download: failure -> one line telling what to do instead",
+              r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: could not download "
+                                                                            "distilgpt2")
+              and "export_gpt2.py DIR" in lines[0] and not os.path.exists(out2), r.stderr.strip())
+        left = os.listdir(os.path.join(cache, "distilgpt2")) if os.path.isdir(
+            os.path.join(cache, "distilgpt2")) else []
+        check("download: failure leaves no .part file", not any(f.endswith(".part") for f in left), str(left))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    r = run_export("gpt2", os.path.join(tmp, "dl2.bin"), env)
+    check("download: second export uses the cache (server down)", r.returncode == 0, r.stderr.strip())
+
+
+def big_check(tmp):
+    src = os.path.join(tmp, "big")
+    mk.make_124m(src)
+    out = os.path.join(tmp, "big.bin")
+    t = time.time()
+    r = run_export(src, out, timeout=900)
+    dt = time.time() - t
+    check(f"124M export in {dt:.1f} s (< 60 s)", r.returncode == 0 and dt < 60, r.stderr.strip())
+    if r.returncode == 0:
+        print("# " + r.stderr.strip().replace("\n", "\n# "))
+
+
+def main():
+    r = subprocess.run([sys.executable, "-S", "-c", "import numpy"], capture_output=True)
+    check("numpy is not importable under python -S (so the exporter is proven stdlib-only)",
+          r.returncode != 0)
+    tmp = tempfile.mkdtemp(prefix="test_export_")
+    try:
+        valid_cases(tmp)
+        layout_checks(tmp)
+        error_cases(tmp)
+        download_checks(tmp)
+        if os.environ.get("GPT2C_BIG"):
+            big_check(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
