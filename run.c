@@ -500,7 +500,7 @@ static void matmul(float *out, const float *in, const float *w, const float *bia
 
 // out = (in - mean) / sqrt(var + eps) * weight + bias, row by row over T rows of C.
 static void layernorm(float *out, const float *in, const float *weight, const float *bias, int T, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T >= 16) // a few rows are cheaper than waking a thread
     for (int t = 0; t < T; t++) {
         const float *x = in + (size_t)t * C;
         float *y = out + (size_t)t * C;
@@ -518,7 +518,7 @@ static void layernorm(float *out, const float *in, const float *weight, const fl
 // written as u * sigmoid(2z), which is the same function and needs one expf instead of a tanhf.
 static void gelu(float *x, size_t n) {
     const float s = 0.7978845608028654f; // sqrt(2/pi)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= 65536)
     for (size_t i = 0; i < n; i++) {
         float u = x[i];
         float z = s * (u + 0.044715f * u * u * u);
@@ -530,26 +530,26 @@ static void add_inplace(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-// out (dim) = sum over j < n of weights[j] * v row j (rows ldv apart). 32 output columns at a time in
-// four vector accumulators; the sum over j runs in order for every column.
+// out (dim) = sum over j < n of weights[j] * v row j (rows ldv apart). Columns go 8 vectors at a time
+// (a whole GPT-2 head: 64 floats): eight independent FMA chains keep both FMA units busy. Each column is
+// summed over j in order, so the result does not depend on how the columns were grouped.
 static void weighted_sum(float *restrict out, const float *weights, const float *v, size_t ldv, int n, int dim) {
     int i = 0;
-    for (; i + 32 <= dim; i += 32) {
-        vec8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (; i + 64 <= dim; i += 64) {
+        vec8 acc[8] = {{0}};
         for (int j = 0; j < n; j++) {
             const float *vj = v + j * ldv + i;
             vec8 wj = (vec8){0} + weights[j];
-            a0 = fma8(wj, load8(vj), a0);
-            a1 = fma8(wj, load8(vj + 8), a1);
-            a2 = fma8(wj, load8(vj + 16), a2);
-            a3 = fma8(wj, load8(vj + 24), a3);
+            for (int c = 0; c < 8; c++) acc[c] = fma8(wj, load8(vj + 8 * c), acc[c]);
         }
-        memcpy(out + i, &a0, sizeof a0);
-        memcpy(out + i + 8, &a1, sizeof a1);
-        memcpy(out + i + 16, &a2, sizeof a2);
-        memcpy(out + i + 24, &a3, sizeof a3);
+        memcpy(out + i, acc, sizeof acc);
     }
-    for (; i < dim; i++) { // heads narrower than 32 (test models) or their last columns
+    for (; i + 8 <= dim; i += 8) {
+        vec8 acc = {0};
+        for (int j = 0; j < n; j++) acc = fma8((vec8){0} + weights[j], load8(v + j * ldv + i), acc);
+        memcpy(out + i, &acc, sizeof acc);
+    }
+    for (; i < dim; i++) { // the last dim % 8 columns (only tiny test models have any)
         float a = 0.0f;
         for (int j = 0; j < n; j++) a += weights[j] * v[j * ldv + i];
         out[i] = a;
@@ -1340,7 +1340,7 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
 
     kv->len = 0;
     double t0 = now_seconds();
-    if (n_new > 0) advance(m, s, kv, seq, n_prompt, g->no_cache);
+    advance(m, s, kv, seq, n_prompt, g->no_cache); // the prefill (also with -n 0, so it can be timed alone)
     double t_prefill = now_seconds() - t0, t_step = now_seconds();
     for (int i = 0; i < n_new; i++) {
         for (int j = 0; j < c->vocab_size; j++)
@@ -1368,11 +1368,12 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
             fprintf(stderr, "stopped: context limit (%d tokens) reached after %d of %d requested tokens\n", c->n_ctx, n_new, g->n_tokens);
         else
             fprintf(stderr, "stopped: generated the requested %d tokens\n", n_new);
-        fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_new > 0 ? n_prompt : 0, t_prefill,
-                t_prefill > 0 ? (n_new > 0 ? n_prompt : 0) / t_prefill : 0.0);
+        fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_prompt, t_prefill,
+                t_prefill > 0 ? n_prompt / t_prefill : 0.0);
         fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", n_new, t_decode, t_decode > 0 ? n_new / t_decode : 0.0);
         fprintf(stderr, "kv cache: %d of %d positions, %.1f MiB (%zu bytes/token)\n", kv->len, c->n_ctx,
                 (double)kv_bytes_used(kv) / (1024.0 * 1024.0), kv_bytes_per_token(kv));
+        if (g->no_cache) fprintf(stderr, "note: with --no-cache these positions were recomputed from scratch at every step\n");
     }
     return n_new;
 }
