@@ -21,7 +21,10 @@ NATIVE  ?= $(call probe,-march=native)
 # -ffp-contract=off: the compiler may not fuse a*b+c on its own; run.c asks for FMA explicitly where it
 # wants it, so a token's numbers come out identical whichever code path computed them.
 CFLAGS  ?= -O3 $(NATIVE) -ffp-contract=off
-WARN    := -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-function
+WARN    := -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-function -Wno-psabi
+ifeq ($(strip $(OPENMP)),)
+WARN    += -Wno-unknown-pragmas # without OpenMP the pragmas are simply ignored: one thread
+endif
 ifeq ($(SAN),1)
 CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all $(NATIVE) -ffp-contract=off
 endif
