@@ -1221,29 +1221,27 @@ static int prob_desc(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
+// Restores the heap below a[p] in a[0..k), whose root is the worst of the candidates kept.
+static void sift_down(ProbIndex *a, int k, int p) {
+    for (;;) {
+        int c = 2 * p + 1;
+        if (c >= k) return;
+        if (c + 1 < k && prob_desc(&a[c + 1], &a[c]) > 0) c++;
+        if (prob_desc(&a[c], &a[p]) <= 0) return;
+        ProbIndex tmp = a[p];
+        a[p] = a[c];
+        a[c] = tmp;
+        p = c;
+    }
+}
+
 // Moves the k most probable of a[0..n) to a[0..k), sorted, in O(n log k): a min-heap of the best k so far.
 static void select_top_k(ProbIndex *a, int n, int k) {
-    for (int i = k / 2 - 1; i >= 0; i--) { // heapify a[0..k) with the worst candidate at the root
-        for (int p = i;;) {
-            int c = 2 * p + 1;
-            if (c >= k) break;
-            if (c + 1 < k && prob_desc(&a[c + 1], &a[c]) > 0) c++;
-            if (prob_desc(&a[c], &a[p]) <= 0) break;
-            ProbIndex tmp = a[p]; a[p] = a[c]; a[c] = tmp;
-            p = c;
-        }
-    }
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(a, k, i);
     for (int i = k; i < n; i++) {
         if (prob_desc(&a[i], &a[0]) >= 0) continue; // not better than the worst kept
         a[0] = a[i];
-        for (int p = 0;;) {
-            int c = 2 * p + 1;
-            if (c >= k) break;
-            if (c + 1 < k && prob_desc(&a[c + 1], &a[c]) > 0) c++;
-            if (prob_desc(&a[c], &a[p]) <= 0) break;
-            ProbIndex tmp = a[p]; a[p] = a[c]; a[c] = tmp;
-            p = c;
-        }
+        sift_down(a, k, 0);
     }
     qsort(a, (size_t)k, sizeof *a, prob_desc);
 }
