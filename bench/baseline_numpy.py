@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/baseline_numpy.py MODEL.bin --prompt-ids "1 2 3" -n 64
 
-Reads model.bin (notes/CONTRACTS.md) through np.memmap, so nothing is copied. Same algorithm as run.c:
+Reads model.bin (format in README.md) through np.memmap, so nothing is copied. Same algorithm as run.c:
 prefill the prompt in one pass, then one token at a time against the cache; greedy argmax (ties -> lowest
 id). Prints one JSON line: prefill and decode seconds and tok/s, the generated ids, and which BLAS
 library numpy actually loaded (read from /proc/self/maps).

@@ -77,7 +77,7 @@ def read_config(path):
     with open(path, "rb") as f:
         h = f.read(32)
     if len(h) < 32 or h[:4] != b"GPT2":
-        raise BenchError(f"{path} is not a model.bin (bad magic); see notes/CONTRACTS.md")
+        raise BenchError(f"{path} is not a model.bin (bad magic); see the model.bin section of README.md")
     version, L, NH, C, P, V = struct.unpack("<6I", h[4:28])
     if version != 1:
         raise BenchError(f"{path}: model.bin version {version}, this bench knows version 1")

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fallback for bench.py: write a random-weight model.bin (notes/CONTRACTS.md) directly with numpy.
+"""Fallback for bench.py: write a random-weight model.bin (format in README.md) directly with numpy.
 
     /usr/bin/python3 bench/make_random_model.py OUT.bin [--layers 12 --heads 12 --embd 768 --ctx 1024 --vocab 50257]
 

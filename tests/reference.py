@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Independent float64 numpy GPT-2 forward pass, read straight from a Hugging Face directory.
 
-Follows the "GPT-2 forward" section of notes/CONTRACTS.md. Shares no code with
+Follows the standard GPT-2 forward pass (the one run.c implements). Shares no code with
 export_gpt2.py or run.c: it has its own safetensors reader and works on the HF layout
 (Conv1D weights [in, out], used as x @ W).
 

@@ -8,7 +8,7 @@ success that prints garbage. Also checks -n 0 and --help, which must succeed.
     /usr/bin/python3 tests/test_cli.py          (uses ./run, built by `make`; builds nothing itself)
 Environment: GPT2C_RUN=path/to/run to test another build (e.g. a sanitizer build; RUN_BIN also works), RUN_WRAPPER="valgrind -q"
 to run every case under a wrapper, RUN_TIMEOUT=seconds per run (default 20).
-Prints "ok - name" / "not ok - name: why" lines (notes/CONTRACTS.md, test protocol).
+Prints "ok - name" / "not ok - name: why" lines (the protocol tests/run_all.sh counts).
 """
 import math
 import os

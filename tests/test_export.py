@@ -52,7 +52,7 @@ def run_export(src, out, env=None, timeout=300):
 
 
 # ----------------------------------------------------------------------------
-# independent writer of the CONTRACTS.md model.bin format
+# independent writer of the model.bin format (README.md, "model.bin")
 
 def expected_bin(w, L, H, C, P, V, eps):
     hdr = bytearray(256)

@@ -1,4 +1,4 @@
-"""Writes small model.bin files in the exact notes/CONTRACTS.md format (numpy only), for the CLI, leak
+"""Writes small model.bin files in the exact model.bin format of README.md (numpy only), for the CLI, leak
 and fuzz tests. Not a test itself (run_all.sh only runs tests/test_*.py).
 
     from tiny_model import write_model, model_bytes, HEADER_FIELDS
