@@ -1573,6 +1573,12 @@ static void load_tokenizer(Tokenizer *t, MappedFile *f, const char *path) {
     if (tokenizer_init(t, f->data, f->size, err, sizeof err) != 0) die("tokenizer '%s': %s", path, err);
 }
 
+// A text tokenized with the full GPT-2 vocabulary can still hold ids a smaller test model lacks.
+static void check_in_vocab(const int *ids, int n, int vocab_size, const char *what) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= vocab_size) die("%s token %d is outside this model's vocabulary (%d)", what, ids[i], vocab_size);
+}
+
 static int *encode_text(const Tokenizer *t, const char *text, size_t len, int *n_out) {
     int *ids;
     size_t n;
@@ -1640,8 +1646,7 @@ int main(int argc, char **argv) {
         ids = encode_text(&tok, ppl_text, ppl_len, &n_ids);
         if (n_ids == 0) die("--ppl: '%s' has no tokens to score", o.ppl_path);
         if (n_ids == INT_MAX) die("--ppl: '%s' is too long (%d tokens)", o.ppl_path, n_ids);
-        for (int i = 0; i < n_ids; i++)
-            if (ids[i] >= c->vocab_size) die("--ppl: token %d is outside this model's vocabulary (%d)", ids[i], c->vocab_size);
+        check_in_vocab(ids, n_ids, c->vocab_size, "--ppl:");
         if (GPT2_EOT >= c->vocab_size)
             die("--ppl scores the text after <|endoftext|> (%d), which this model's vocabulary (%d) lacks", GPT2_EOT, c->vocab_size);
         if (c->n_ctx < 2) die("--ppl needs a context of at least 2 positions; this model's context is %d", c->n_ctx);
@@ -1655,8 +1660,7 @@ int main(int argc, char **argv) {
             ids[n_ids++] = GPT2_EOT;
         }
         if (n_ids > c->n_ctx) die("the prompt is %d tokens long; this model's context is %d tokens", n_ids, c->n_ctx);
-        for (int i = 0; i < n_ids; i++)
-            if (ids[i] >= c->vocab_size) die("prompt token %d is outside this model's vocabulary (%d)", ids[i], c->vocab_size);
+        check_in_vocab(ids, n_ids, c->vocab_size, "prompt");
     }
     GenOptions g = {.tok = need_tokenizer ? &tok : NULL, .print_ids = o.print_ids, .n_tokens = o.n_tokens,
                     .no_cache = o.no_cache, .quiet = o.quiet};
