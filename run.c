@@ -430,6 +430,17 @@ static inline vec8 fma8(vec8 a, vec8 b, vec8 c) {
 #endif
 }
 
+// Returns v, pinned in a register. Without the pin GCC folds each load into every FMA that uses it
+// (vfmadd231ps from memory), so the 4 x 4 block below issued 20 loads per 16 FMAs instead of 8 and ran
+// out of load ports: the prefill matmuls measured 46% of the FMA peak before, 80% after. The empty asm
+// emits no instruction; it only tells the compiler the value must be in a register.
+static inline vec8 in_register(vec8 v) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __asm__("" : "+v"(v));
+#endif
+    return v;
+}
+
 // A fixed summation order, so that results never depend on how a caller was unrolled.
 static inline float sum8(vec8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 
@@ -450,9 +461,9 @@ dot_block(float *out, size_t ldo, const float *x, size_t ldx, const float *w, si
     int k = 0;
     for (; k + 8 <= n; k += 8) {
         vec8 xv[4];
-        for (int t = 0; t < TB; t++) xv[t] = load8(x + t * ldx + k);
+        for (int t = 0; t < TB; t++) xv[t] = in_register(load8(x + t * ldx + k));
         for (int o = 0; o < OB; o++) {
-            vec8 wv = load8(w + o * ldw + k);
+            vec8 wv = in_register(load8(w + o * ldw + k));
             for (int t = 0; t < TB; t++) acc[t][o] = fma8(xv[t], wv, acc[t][o]);
         }
     }
