@@ -92,6 +92,32 @@ static void test_layernorm_gelu(void) {
     free(x), free(w), free(b), free(y);
 }
 
+// exp_fast against the exact exponential on a sample of every float in its range, and GELU (which uses
+// it) computed in one vectorized call and one element at a time: the two must agree bit for bit.
+static void test_exp(void) {
+    double worst_ulp = 0;
+    float worst_x = 0;
+    for (float x = -87.0f; x <= 88.0f; x = nextafterf(x + fmaxf(fabsf(x) * 1e-5f, 1e-5f), INFINITY)) {
+        double ref = exp((double)x);
+        float ulp = nextafterf((float)ref, INFINITY) - (float)ref;
+        double err = fabs(exp_fast(x) - ref) / ulp;
+        if (err > worst_ulp) worst_ulp = err, worst_x = x;
+    }
+    check(worst_ulp <= 2.0, "exp_fast is within 2 ulp of exp on [-87, 88] (worst %.2f ulp at %g)", worst_ulp,
+          (double)worst_x);
+    float lo = exp_fast(-1e4f), hi = exp_fast(1e4f), nan_in = exp_fast(-INFINITY);
+    check(lo >= 0 && lo < 1e-37f && isfinite(hi) && hi > 1e38f && nan_in >= 0 && nan_in < 1e-37f,
+          "exp_fast clamps: e^-1e4 -> %g, e^1e4 -> %g, e^-inf -> %g", (double)lo, (double)hi, (double)nan_in);
+
+    enum { N = 1003 };
+    float *batch = random_floats(N), one[N];
+    for (int i = 0; i < N; i++) batch[i] = one[i] = batch[i] * 12;
+    gelu(batch, N);
+    for (int i = 0; i < N; i++) gelu(&one[i], 1);
+    check(memcmp(batch, one, sizeof one) == 0, "gelu gives the same bits in a %d-element call as one at a time", N);
+    free(batch);
+}
+
 // Attention for T rows computed in one pass, in uneven chunks (as prefill + decode do), and by a
 // double-precision reference; the first two must agree bit for bit.
 static void test_attention(void) {
@@ -261,6 +287,7 @@ static void test_model_parse(void) {
 int main(void) {
     test_matmul();
     test_layernorm_gelu();
+    test_exp();
     test_attention();
     test_sampler();
     test_model_parse();
