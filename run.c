@@ -577,29 +577,46 @@ static void add_inplace(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-// out (dim) = sum over j < n of weights[j] * v row j (rows ldv apart). Columns go 8 vectors at a time
-// (a whole GPT-2 head: 64 floats): eight independent FMA chains keep both FMA units busy. Each column is
-// summed over j in order, so the result does not depend on how the columns were grouped.
-static void weighted_sum(float *restrict out, const float *weights, const float *v, size_t ldv, int n, int dim) {
+// For R rows of attention weights (ldw apart) and the value rows v (ldv apart): out row r (ldo apart) =
+// sum over j < n + r of weights[r][j] * v row j, the causal shape of R consecutive query rows. Columns go
+// 32 at a time: each value vector loaded serves all R rows from registers, and each column is summed over
+// j in order, so a row's result does not depend on R or on how the columns were grouped.
+static inline __attribute__((always_inline)) void
+weighted_sum_block(float *out, size_t ldo, const float *weights, size_t ldw, const float *v, size_t ldv, int n,
+                   int dim, const int R) {
     int i = 0;
-    for (; i + 64 <= dim; i += 64) {
-        vec8 acc[8] = {{0}};
-        for (int j = 0; j < n; j++) {
+    for (; i + 32 <= dim; i += 32) {
+        vec8 acc[ATT_ROWS][4];
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < 4; c++) acc[r][c] = (vec8){0};
+        for (int j = 0; j < n + R - 1; j++) {
             const float *vj = v + j * ldv + i;
-            vec8 wj = (vec8){0} + weights[j];
-            for (int c = 0; c < 8; c++) acc[c] = fma8(wj, load8(vj + 8 * c), acc[c]);
+            vec8 vv[4];
+            for (int c = 0; c < 4; c++) vv[c] = in_register(load8(vj + 8 * c));
+            for (int r = 0; r < R; r++) {
+                if (j >= n + r) continue; // past row r's last key
+                vec8 wj = (vec8){0} + weights[r * ldw + j];
+                for (int c = 0; c < 4; c++) acc[r][c] = fma8(wj, vv[c], acc[r][c]);
+            }
         }
-        memcpy(out + i, acc, sizeof acc);
+        for (int r = 0; r < R; r++) memcpy(out + r * ldo + i, acc[r], sizeof acc[r]);
     }
-    for (; i + 8 <= dim; i += 8) {
-        vec8 acc = {0};
-        for (int j = 0; j < n; j++) acc = fma8((vec8){0} + weights[j], load8(v + j * ldv + i), acc);
-        memcpy(out + i, &acc, sizeof acc);
-    }
-    for (; i < dim; i++) { // the last dim % 8 columns (only tiny test models have any)
-        float a = 0.0f;
-        for (int j = 0; j < n; j++) a += weights[j] * v[j * ldv + i];
-        out[i] = a;
+    for (; i < dim; i++) // the last dim % 32 columns (only tiny test models have any)
+        for (int r = 0; r < R; r++) {
+            float a = 0.0f;
+            for (int j = 0; j < n + r; j++) a = a + weights[r * ldw + j] * v[j * ldv + i];
+            out[r * ldo + i] = a;
+        }
+}
+
+// The same for any R <= ATT_ROWS: dispatches to a constant-shaped copy.
+static void weighted_sum(float *out, size_t ldo, const float *weights, size_t ldw, const float *v, size_t ldv, int n,
+                         int dim, int rows) {
+    switch (rows) {
+    case 1: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 1); return;
+    case 2: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 2); return;
+    case 3: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 3); return;
+    default: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 4); return;
     }
 }
 
@@ -637,8 +654,9 @@ static void attention(float *out, const float *qkv, const KVCache *kv, int layer
             for (int j = 0; j < n_keys; j++) s[j] = exp_fast(s[j] - max);
             float sum = sum_floats(s, n_keys);
             for (int j = 0; j < n_keys; j++) s[j] /= sum; // softmax: the attention weights
-            weighted_sum(out + (size_t)(t0 + r) * C + h * hs, s, kv_value(kv, layer, 0) + h * hs, (size_t)C, n_keys, hs);
         }
+        weighted_sum(out + (size_t)t0 * C + h * hs, (size_t)C, scores, (size_t)n_ctx, kv_value(kv, layer, 0) + h * hs,
+                     (size_t)C, pos + t0 + 1, hs, rows);
     }
 }
 

@@ -119,24 +119,26 @@ static void test_exp(void) {
 }
 
 // Attention for T rows computed in one pass, in uneven chunks (as prefill + decode do), and by a
-// double-precision reference; the first two must agree bit for bit.
-static void test_attention(void) {
-    int n_head = 3, hs = 11, C = n_head * hs, T = 9;
-    Config cfg = {.n_layer = 1, .n_head = n_head, .n_embd = C, .n_ctx = 16, .vocab_size = 1, .ln_eps = 1e-5f};
+// double-precision reference; the first two must agree bit for bit. Two shapes: a head size of 11 takes
+// the scalar tails only, 72 the vector loops (64 columns) and a tail.
+static void test_attention_shape(int n_head, int hs, int T, const int *chunks, int n_chunks) {
+    int C = n_head * hs;
+    Config cfg = {.n_layer = 1, .n_head = n_head, .n_embd = C, .n_ctx = T, .vocab_size = 1, .ln_eps = 1e-5f};
     KVCache kv;
     kv_cache_init(&kv, &cfg);
     float *qkv = random_floats((size_t)T * 3 * C), *one = random_floats((size_t)T * C), *chunked = random_floats((size_t)T * C);
     float *scores = xmalloc((size_t)omp_get_max_threads() * ATT_ROWS * cfg.n_ctx * sizeof(float), "test");
+    double *s = xmalloc((size_t)T * sizeof(double), "test");
     kv_cache_store(&kv, 0, 0, T, qkv);
     attention(one, qkv, &kv, 0, T, 0, n_head, scores);
-    const int chunks[] = {4, 1, 1, 3};
-    for (int c = 0, pos = 0; c < 4; pos += chunks[c++])
+    for (int c = 0, pos = 0; c < n_chunks; pos += chunks[c++])
         attention(chunked + pos * C, qkv + pos * 3 * C, &kv, 0, chunks[c], pos, n_head, scores);
-    check(memcmp(one, chunked, (size_t)T * C * sizeof(float)) == 0, "attention rows are bit-identical computed at once or in chunks");
+    check(memcmp(one, chunked, (size_t)T * C * sizeof(float)) == 0,
+          "attention rows (head size %d, %d rows) are bit-identical computed at once or in chunks", hs, T);
     double worst = 0;
     for (int t = 0; t < T; t++)
         for (int h = 0; h < n_head; h++) {
-            double s[16], max = -1e300, sum = 0;
+            double max = -1e300, sum = 0;
             for (int j = 0; j <= t; j++) {
                 s[j] = 0;
                 for (int i = 0; i < hs; i++) s[j] += (double)qkv[t * 3 * C + h * hs + i] * qkv[j * 3 * C + C + h * hs + i];
@@ -150,13 +152,19 @@ static void test_attention(void) {
                 if (fabs(one[t * C + h * hs + i] - ref) > worst) worst = fabs(one[t * C + h * hs + i] - ref);
             }
         }
-    check(worst < 1e-5, "causal attention matches a double-precision reference (worst abs error %.2e)", worst);
-    check(kv_bytes_per_token(&kv) == 2 * 1 * 33 * 4, "kv cache bytes/token = 2 x n_layer x n_embd x 4");
-    Config small = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_ctx = 1024, .vocab_size = 50257, .ln_eps = 1e-5f};
-    KVCache gpt2 = {.n_layer = small.n_layer, .n_ctx = small.n_ctx, .dim = small.n_embd, .len = 1024};
-    check(kv_bytes_per_token(&gpt2) == 73728 && kv_bytes_used(&gpt2) == 72u << 20, "GPT-2 small: 73728 bytes (72 KiB) per token, 72 MiB at 1024 tokens");
+    check(worst < 1e-5, "causal attention (head size %d) matches a double-precision reference (worst abs error %.2e)", hs, worst);
+    check(kv_bytes_per_token(&kv) == 2 * 1 * (size_t)C * 4, "kv cache bytes/token = 2 x n_layer x n_embd x 4");
     kv_cache_free(&kv);
-    free(qkv), free(one), free(chunked), free(scores);
+    free(qkv), free(one), free(chunked), free(scores), free(s);
+}
+
+static void test_attention(void) {
+    const int small[] = {4, 1, 1, 3}, wide[] = {6, 1, 5, 2, 1, 1, 7};
+    test_attention_shape(3, 11, 9, small, 4);
+    test_attention_shape(2, 72, 23, wide, 7);
+    Config gpt2_small = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_ctx = 1024, .vocab_size = 50257, .ln_eps = 1e-5f};
+    KVCache gpt2 = {.n_layer = gpt2_small.n_layer, .n_ctx = gpt2_small.n_ctx, .dim = gpt2_small.n_embd, .len = 1024};
+    check(kv_bytes_per_token(&gpt2) == 73728 && kv_bytes_used(&gpt2) == 72u << 20, "GPT-2 small: 73728 bytes (72 KiB) per token, 72 MiB at 1024 tokens");
 }
 
 // Draws n samples and returns the largest gap between observed frequency and expected probability.
