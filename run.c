@@ -1312,11 +1312,9 @@ static void select_top_k(ProbIndex *a, int n, int k) {
 static int sample(Sampler *s, const float *logits, int V) {
     if (s->temperature == 0.0f) return argmax(logits, V);
     float max = logits[argmax(logits, V)];
+    for (int i = 0; i < V; i++) s->probs[i] = exp_fast((logits[i] - max) / s->temperature);
     double total = 0.0;
-    for (int i = 0; i < V; i++) {
-        s->probs[i] = expf((logits[i] - max) / s->temperature);
-        total += s->probs[i];
-    }
+    for (int i = 0; i < V; i++) total += s->probs[i];
     for (int i = 0; i < V; i++) s->probs[i] = (float)(s->probs[i] / total);
 
     // Candidates. Without top-k, a token below (1 - top_p) / (V - 1) can never be inside the nucleus,
