@@ -10,7 +10,8 @@ In one run, interleaved (cache, no-cache, cache, no-cache, ...), best of --repea
   * prefill tok/s on a 512-token prompt and decode tok/s (from ./run's `prefill:` / `decode:` lines);
   * peak RSS of every run (wait4 rusage) and the KV-cache bytes (`kv cache:` line);
   * this machine's read bandwidth and FMA peak (bench/machine, before and after, best), so decode and
-    prefill are also shown as fractions of their physical limits;
+    prefill are also shown as fractions of their physical limits; then --roofline-pairs more cached
+    decode runs, each between two bandwidth samples, since this bandwidth changes from minute to minute;
   * tokenizer time for a 20,000-character word and 3,000 emoji (./run --tokenize -f FILE);
   * optionally a float32 numpy baseline with its own KV cache (bench/baseline_numpy.py).
 Writes bench/out/results.md, results.json and three plots; prints the table at the end.
@@ -20,7 +21,7 @@ bench/out/gpt2-124M-random.bin (tests/make_hf_model.py + export_gpt2.py) and reu
 depend on the values. The driver is standard-library Python; numpy is used only in helper processes
 (model generation, baseline), run with an interpreter that has it (this one, else /usr/bin/python3).
 Runs longer than --max-run-seconds (default 20) are measured once, not --repeats times, which keeps the
-default run near 5 minutes on a 2-core machine: their timing averages over hundreds of steps anyway.
+default run near 3 minutes on a 2-core machine: their timing averages over hundreds of steps anyway.
 """
 import argparse
 import array
@@ -254,8 +255,8 @@ class Runner:
         return r
 
 
-def run_machine(path, model):
-    r = subprocess.run([path, model], capture_output=True, text=True, cwd=ROOT)
+def run_machine(path, model, read_only=False):
+    r = subprocess.run([path] + (["--read-only"] if read_only else []) + [model], capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0:
         raise BenchError(f"{rel(path)} failed: {r.stderr.strip()}")
     vals = {}
@@ -265,7 +266,7 @@ def run_machine(path, model):
             vals[k] = float(v)
         except ValueError:
             pass
-    if "read_gbps" not in vals or "fma_gflops" not in vals:
+    if "read_gbps" not in vals or ("fma_gflops" not in vals and not read_only):
         raise BenchError(f"{rel(path)}: expected read_gbps and fma_gflops lines, got:\n{r.stdout}")
     # The decode limit: the faster of a 1 GiB anonymous buffer and the model file read through mmap
     # (an older bench/machine without the file test only gives the first).
@@ -513,7 +514,7 @@ def report(res):
         ["read bandwidth (bench/machine, all threads, best)",
          (f"{m['read_gbps']:.1f} GB/s (1 GiB buffer: {m['mem_gbps']:.1f}; the model file through mmap: "
           f"{m.get('file_read_gbps', 0):.1f})") if m.get("read_gbps") else "n/a"],
-        ["read bandwidth samples (before / after the runs)",
+        ["read bandwidth samples (before, after, then between the roofline runs)",
          " / ".join(f"{x['read_gbps']:.1f}" for x in m.get("samples", [])) + " GB/s" if m.get("samples") else "n/a"],
         ["FMA peak (bench/machine, all threads, best)", f"{m['fma_gflops']:.0f} GFLOP/s (best of 8- and 16-float vectors; "
                                                          f"8-float, as run.c uses: {m.get('fma8_gflops', 0):.0f})" if m.get("fma_gflops") else "n/a"],
@@ -554,6 +555,18 @@ def report(res):
              f"Bytes per step: every weight matrix (12 C^2 per layer), biases and LayerNorms, wte again as the LM head, "
              f"one wte and one wpe row ({d['weight_bytes'] / 1e6:.1f} MB), plus the K and V rows attention reads "
              f"(2 x {cfg['n_layer']} x {cfg['n_embd']} x 4 bytes per position, {d['kv_read_bytes'] / 1e6:.2f} MB on average over the run).  ")
+    if d.get("paired"):
+        L.append(f"\n### Decode against the bandwidth of the same minute\n")
+        L.append(f"The read bandwidth of this machine is not constant (samples in this run: "
+                 f"{min(x['read_gbps'] for x in m['samples']):.1f} to {max(x['read_gbps'] for x in m['samples']):.1f} GB/s), "
+                 f"so the best decode and the best bandwidth above may come from different minutes. Here each "
+                 f"{d['n']}-token cached run sits between two bandwidth samples and is compared with the higher of the two. "
+                 f"**Median fraction: {pct(d['paired_median'])}.**\n")
+        L.append(table(["run", "decode tok/s", "achieved", "bandwidth before / after", "fraction"],
+                       [[str(i + 1), f"{x['decode_tok_s']:.1f}", f"{x['gbps']:.1f} GB/s",
+                         f"{x['gbps_before']:.1f} / {x['gbps_after']:.1f} GB/s", pct(x["fraction"])]
+                        for i, x in enumerate(d["paired"])]))
+        L.append("")
     L.append(f"Prefill: best `prefill:` time over {p['tokens']} tokens. FLOPs counted: matmuls 2 x T x 12 C^2 per layer, "
              f"causal attention 2 x C x T(T+1) per layer (q.k and att.v), the LM head for the last row 2 x V x C; "
              f"LayerNorm, GELU, softmax, biases and residual adds are not counted (< 1%).")
@@ -642,6 +655,8 @@ def parse_args():
     ap.add_argument("--baseline-tokens", type=int, default=32, help="tokens the numpy baseline generates (default 32)")
     ap.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer timings")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--roofline-pairs", type=int, default=6,
+                    help="cached decode runs, each between two bandwidth samples (default 6; 0 skips them)")
     a = ap.parse_args()
     a.run = os.path.abspath(a.run)
     a.out = os.path.abspath(a.out)
@@ -709,11 +724,11 @@ def main():
     threads = warm["threads"] or 1
 
     machine = {}
-    def measure_machine(when):
+    def measure_machine(when, read_only=False):
         if machine_bin:
-            v = run_machine(machine_bin, model)
-            log(f"machine ({when}): read {v['mem_gbps']:.1f} GB/s (model file via mmap: {v.get('file_read_gbps', 0):.1f}), "
-                f"FMA {v['fma_gflops']:.0f} GFLOP/s")
+            v = run_machine(machine_bin, model, read_only)
+            log(f"machine ({when}): read {v['mem_gbps']:.1f} GB/s (model file via mmap: {v.get('file_read_gbps', 0):.1f})" +
+                ("" if read_only else f", FMA {v['fma_gflops']:.0f} GFLOP/s"))
             for k, x in v.items():
                 machine[k] = max(machine.get(k, 0), x) if k != "fma_width" else x
             machine.setdefault("samples", []).append(dict(v, when=when))
@@ -777,6 +792,23 @@ def main():
             results[key].append(r)
     measure_machine("after")
 
+    # Decode against the bandwidth of the same minute. This VM's read bandwidth swings (31 to 65 GB/s seen
+    # here) as other tenants come and go, so a decode run is also compared with the bandwidth measured
+    # just before and just after it: bandwidth sample, decode run, bandwidth sample, decode run, ...
+    roofline = []
+    if machine_bin and args.roofline_pairs > 0:
+        dec_n = 256 if 256 in lengths else max(lengths)
+        measure_machine("before the roofline runs", read_only=True)
+        prev = machine["samples"][-1]["read_gbps"]
+        for i in range(args.roofline_pairs):
+            r = runner.engine(f"roofline{i + 1}", short_prompt, dec_n, timings=False)
+            measure_machine(f"after roofline run {i + 1}", read_only=True)
+            after = machine["samples"][-1]["read_gbps"]
+            roofline.append(dict(decode_tok_s=r["decode_tok_s"], gbps_before=prev, gbps_after=after))
+            log(f"roofline pair {i + 1}/{args.roofline_pairs}: decode {r['decode_tok_s']:.1f} tok/s between "
+                f"{prev:.1f} and {after:.1f} GB/s")
+            prev = after
+
     # Logits, not just ids: the cached and uncached runs should give bit-identical distributions.
     n_log = min(16, lengths[0])
     runner.engine("logits-cache", short_prompt, n_log, timings=False, extra=["--logits", os.path.join(runs_dir, "logits-cache.f32")])
@@ -834,6 +866,14 @@ def main():
     decode = dict(n=dec_n, tok_s=dbest["decode_tok_s"], weight_bytes=wbytes, kv_read_bytes=kvread, bytes_per_token=wbytes + kvread)
     decode["gbps"] = decode["tok_s"] * decode["bytes_per_token"] / 1e9
     decode["fraction"] = decode["gbps"] / machine["read_gbps"] if machine.get("read_gbps") else None
+    for pr in roofline:  # each run against the higher of the two samples beside it
+        pr["gbps"] = pr["decode_tok_s"] * decode["bytes_per_token"] / 1e9
+        pr["limit_gbps"] = max(pr["gbps_before"], pr["gbps_after"])
+        pr["fraction"] = pr["gbps"] / pr["limit_gbps"]
+    if roofline:
+        fr = sorted(pr["fraction"] for pr in roofline)
+        decode["paired"] = roofline
+        decode["paired_median"] = fr[len(fr) // 2] if len(fr) % 2 else (fr[len(fr) // 2 - 1] + fr[len(fr) // 2]) / 2
     pbest = best(("prefill", prefill_len), "prefill_s")
     prefill = dict(tokens=pbest["prefill_tokens"], s=pbest["prefill_s"], tok_s=pbest["prefill_tok_s"],
                    flops=prefill_flops(cfg, pbest["prefill_tokens"]), all_s=[r["prefill_s"] for r in results[("prefill", prefill_len)]])
