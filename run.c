@@ -563,11 +563,13 @@ static void layernorm(float *out, const float *in, const float *weight, const fl
 // below 6e-9 relative) and 2^n is built directly in the float's exponent bits. Measured on every float
 // in [-87, 88]: within 1.3 ulp of the exact e^x (tests/test_kernels.c checks 2 ulp).
 static inline float exp_fast(float x) {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x; // keeps 2^n a normal float (e^-87 is 1.6e-38)
-    // n = x / ln2 rounded to the nearest integer: adding and removing 1.5 * 2^23 leaves no fraction bits
-    // (floorf would keep the loop scalar). Then r = x - n ln2, with ln2 split so that n * 0.693359375 is exact.
-    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-    float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x; // keeps 2^n a normal float (e^-87 is 1.6e-38); NaN stays NaN
+    // t = x / ln2 + 1.5 * 2^23. A float that large has no fraction bits, so the addition rounds x / ln2 to
+    // the nearest integer n, and n sits in t's low mantissa bits (floorf would keep the loop scalar).
+    const float shift = 12582912.0f;
+    float t = x * 1.44269504f + shift;
+    float n = t - shift;
+    float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; // x - n ln2; ln2 split so that n * 0.693359375 is exact
     float p = 1.0f / 5040;
     p = p * r + 1.0f / 720;
     p = p * r + 1.0f / 120;
@@ -576,7 +578,9 @@ static inline float exp_fast(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23; // 2^n: exponent field n + 127, mantissa 0
+    uint32_t bits; // 2^n: exponent field n + 127, mantissa 0. Unsigned, so a NaN input is NaN out, not UB.
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits + 127) << 23; // t's bits are 0x4B400000 + n: the shift keeps only n + 127 (1 .. 254)
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;

@@ -108,6 +108,7 @@ static void test_exp(void) {
     float lo = exp_fast(-1e4f), hi = exp_fast(1e4f), nan_in = exp_fast(-INFINITY);
     check(lo >= 0 && lo < 1e-37f && isfinite(hi) && hi > 1e38f && nan_in >= 0 && nan_in < 1e-37f,
           "exp_fast clamps: e^-1e4 -> %g, e^1e4 -> %g, e^-inf -> %g", (double)lo, (double)hi, (double)nan_in);
+    check(isnan(exp_fast(NAN)), "exp_fast(NaN) is NaN (bad weights stay visible)");
 
     enum { N = 1003 };
     float *batch = random_floats(N), one[N];
