@@ -24,23 +24,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from tiny_model import HEADER_BYTES, header_bytes, model_bytes, write_model  # noqa: E402
+from tap import exit_status, report  # noqa: E402
 
 RUN = os.path.abspath(os.environ.get("GPT2C_RUN") or os.environ.get("RUN_BIN") or os.path.join(ROOT, "run"))
 WRAPPER = shlex.split(os.environ.get("RUN_WRAPPER", ""))
 TIMEOUT = float(os.environ.get("RUN_TIMEOUT", "20"))
 TOK = os.path.join(ROOT, "tokenizer.bin")
 
-n_failed = 0
-
-
-def report(name, problem):
-    global n_failed
-    if problem:
-        n_failed += 1
-        print("not ok - %s: %s" % (name, problem.replace("\n", "\\n")))
-    else:
-        print("ok - %s" % name)
-    sys.stdout.flush()
 
 
 def run(args, cwd=None, stdin_bytes=b"", exe=None, stdout_path=None):
@@ -380,8 +370,7 @@ def cases(tmp, have_tok):
                                                            "-q", "-s", "7"], stdout_check=ids_in_range)
     check_success("-s 18446744073709551615 (2^64-1) is a valid seed",
                   [tiny, "--prompt-ids", "1", "--print-ids", "-n", "1", "-q", "-s", "18446744073709551615"])
-    print("# %d failed" % n_failed)
-    return 1 if n_failed else 0
+    return exit_status()
 
 
 if __name__ == "__main__":

@@ -29,19 +29,8 @@ ROOT = os.path.dirname(HERE)
 EXPORT = os.path.join(ROOT, "export_gpt2.py")
 sys.path.insert(0, HERE)
 import make_hf_model as mk  # noqa: E402
+from tap import check, exit_status  # noqa: E402
 
-failures = 0
-
-
-def check(name, cond, why=""):
-    global failures
-    if cond:
-        print(f"ok - {name}")
-    else:
-        failures += 1
-        print(f"not ok - {name}: {' | '.join(str(why).splitlines())}")
-    sys.stdout.flush()
-    return cond
 
 
 def run_export(src, out, env=None, timeout=300):
@@ -458,7 +447,7 @@ def main():
             big_check(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_status())
 
 
 if __name__ == "__main__":

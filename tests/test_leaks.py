@@ -25,19 +25,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from tiny_model import write_model  # noqa: E402
+from tap import exit_status, report  # noqa: E402
 
 TOK = os.path.join(ROOT, "tokenizer.bin")
-n_failed = 0
-
-
-def report(name, problem=None):
-    global n_failed
-    if problem:
-        n_failed += 1
-        print("not ok - %s: %s" % (name, problem.replace("\n", "\\n")))
-    else:
-        print("ok - %s" % name)
-    sys.stdout.flush()
 
 
 def cpu_flags():
@@ -123,8 +113,7 @@ def main():
         valgrind("error exit: not a model file", exe, [text, "-p", "x"] + Z, want_status=1)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("# %d failed" % n_failed)
-    return 1 if n_failed else 0
+    return exit_status()
 
 
 if __name__ == "__main__":
