@@ -6,6 +6,7 @@
 // Build and run: tests/fuzz/run_fuzz.sh
 #define RUN_C_NO_MAIN
 #include "../../run.c"
+#include "one_line_error.h"
 
 static const unsigned char *g_base;
 static size_t g_size;
@@ -114,11 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         run_small(&m, buf, size);
         free(m.weights.layers);
     } else {
-        size_t len = strnlen(err, sizeof err);
-        if (len == 0 || len == sizeof err || strchr(err, '\n')) {
-            fprintf(stderr, "rejected without a one-line message\n");
-            abort();
-        }
+        require_one_line_error(err, sizeof err);
     }
     free(buf);
     return 0;

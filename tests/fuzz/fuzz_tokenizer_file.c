@@ -5,6 +5,7 @@
 // Build and run: tests/fuzz/run_fuzz.sh
 #define RUN_C_NO_MAIN
 #include "../../run.c"
+#include "one_line_error.h"
 
 static const char *const samples[] = {
     "",
@@ -25,11 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(err, 'x', sizeof err);
     err[0] = '\0';
     if (tokenizer_init(&t, buf, size, err, sizeof err) != 0) {
-        size_t len = strnlen(err, sizeof err);
-        if (len == 0 || len == sizeof err || strchr(err, '\n')) {
-            fprintf(stderr, "rejected without a one-line message\n");
-            abort();
-        }
+        require_one_line_error(err, sizeof err);
         free(buf);
         return 0;
     }
