@@ -34,6 +34,7 @@ import resource
 import shlex
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -556,7 +557,7 @@ def report(res):
              f"one wte and one wpe row ({d['weight_bytes'] / 1e6:.1f} MB), plus the K and V rows attention reads "
              f"(2 x {cfg['n_layer']} x {cfg['n_embd']} x 4 bytes per position, {d['kv_read_bytes'] / 1e6:.2f} MB on average over the run).  ")
     if d.get("paired"):
-        L.append(f"\n### Decode against the bandwidth of the same minute\n")
+        L.append("\n### Decode against the bandwidth of the same minute\n")
         L.append(f"The read bandwidth of this machine is not constant (samples in this run: "
                  f"{min(x['read_gbps'] for x in m['samples']):.1f} to {max(x['read_gbps'] for x in m['samples']):.1f} GB/s), "
                  f"so the best decode and the best bandwidth above may come from different minutes. Here each "
@@ -732,6 +733,7 @@ def main():
             for k, x in v.items():
                 machine[k] = max(machine.get(k, 0), x) if k != "fma_width" else x
             machine.setdefault("samples", []).append(dict(v, when=when))
+            return v["read_gbps"]
     measure_machine("before")
 
     # The interleaved loop: every repeat runs each measurement once, cache next to no-cache.
@@ -795,15 +797,13 @@ def main():
     # Decode against the bandwidth of the same minute. This VM's read bandwidth swings (31 to 65 GB/s seen
     # here) as other tenants come and go, so a decode run is also compared with the bandwidth measured
     # just before and just after it: bandwidth sample, decode run, bandwidth sample, decode run, ...
+    dec_n = 256 if 256 in lengths else max(lengths)  # the length whose cached runs give the decode figure
     roofline = []
     if machine_bin and args.roofline_pairs > 0:
-        dec_n = 256 if 256 in lengths else max(lengths)
-        measure_machine("before the roofline runs", read_only=True)
-        prev = machine["samples"][-1]["read_gbps"]
+        prev = measure_machine("before the roofline runs", read_only=True)
         for i in range(args.roofline_pairs):
             r = runner.engine(f"roofline{i + 1}", short_prompt, dec_n, timings=False)
-            measure_machine(f"after roofline run {i + 1}", read_only=True)
-            after = machine["samples"][-1]["read_gbps"]
+            after = measure_machine(f"after roofline run {i + 1}", read_only=True)
             roofline.append(dict(decode_tok_s=r["decode_tok_s"], gbps_before=prev, gbps_after=after))
             log(f"roofline pair {i + 1}/{args.roofline_pairs}: decode {r['decode_tok_s']:.1f} tok/s between "
                 f"{prev:.1f} and {after:.1f} GB/s")
@@ -860,7 +860,6 @@ def main():
         g["flop_ratio"] = generation_flops(cfg, P0, n, True) / generation_flops(cfg, P0, n, False)
         generation.append(g)
 
-    dec_n = 256 if 256 in lengths else max(lengths)
     dbest = best(("cache", dec_n), "decode_tok_s", high=True)
     wbytes, kvread = decode_bytes_per_token(cfg, P0, dec_n)
     decode = dict(n=dec_n, tok_s=dbest["decode_tok_s"], weight_bytes=wbytes, kv_read_bytes=kvread, bytes_per_token=wbytes + kvread)
@@ -871,9 +870,8 @@ def main():
         pr["limit_gbps"] = max(pr["gbps_before"], pr["gbps_after"])
         pr["fraction"] = pr["gbps"] / pr["limit_gbps"]
     if roofline:
-        fr = sorted(pr["fraction"] for pr in roofline)
         decode["paired"] = roofline
-        decode["paired_median"] = fr[len(fr) // 2] if len(fr) % 2 else (fr[len(fr) // 2 - 1] + fr[len(fr) // 2]) / 2
+        decode["paired_median"] = statistics.median(pr["fraction"] for pr in roofline)
     pbest = best(("prefill", prefill_len), "prefill_s")
     prefill = dict(tokens=pbest["prefill_tokens"], s=pbest["prefill_s"], tok_s=pbest["prefill_tok_s"],
                    flops=prefill_flops(cfg, pbest["prefill_tokens"]), all_s=[r["prefill_s"] for r in results[("prefill", prefill_len)]])
