@@ -196,20 +196,28 @@ class Tensor:
         self.numel = math.prod(self.shape)
 
 
-# ----------------------------------------------------------------------------
-# model.safetensors: u64 LE header length, JSON header, data
+class CheckpointReader:
+    """What both checkpoint readers share: a reader whose parsing fails closes its file before the error
+    propagates. Subclasses define _parse() and close()."""
 
-class SafetensorsReader:
-    def __init__(self, path):
-        self.path = path
-        self.file_name = os.path.basename(path)
-        self.mm = None
-        self.f = open(path, "rb")
+    def _parse_or_close(self):
         try:
             self._parse()
         except BaseException:
             self.close()
             raise
+
+
+# ----------------------------------------------------------------------------
+# model.safetensors: u64 LE header length, JSON header, data
+
+class SafetensorsReader(CheckpointReader):
+    def __init__(self, path):
+        self.path = path
+        self.file_name = os.path.basename(path)
+        self.mm = None
+        self.f = open(path, "rb")
+        self._parse_or_close()
 
     def _parse(self):
         p = self.path
@@ -334,7 +342,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
-class PytorchReader:
+class PytorchReader(CheckpointReader):
     def __init__(self, path):
         self.path = path
         self.file_name = os.path.basename(path)
@@ -348,11 +356,7 @@ class PytorchReader:
             self.zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as e:
             fail(f"{path}: corrupt zip archive ({e})")
-        try:
-            self._parse()
-        except BaseException:
-            self.close()
-            raise
+        self._parse_or_close()
 
     def _parse(self):
         p = self.path
