@@ -375,7 +375,7 @@ typedef struct {
 } RunState;
 
 #define LOGIT_ROWS 16 // rows of logits computed at once when scoring a text (--ppl)
-#define ATT_ROWS 4    // query rows per attention job: each key loaded serves all of them
+#define ATT_ROWS 4    // query rows per attention job: each key and value loaded serves all of them
 
 static void run_state_init(RunState *s, const Config *c) {
     size_t T = (size_t)c->n_ctx, C = (size_t)c->n_embd;
