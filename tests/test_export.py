@@ -380,7 +380,9 @@ def error_cases(tmp):
 
 def download_checks(tmp):
     site = os.path.join(tmp, "site")
-    repo = os.path.join(site, "gpt2", "resolve", "main")
+    # HF_ENDPOINT is a base URL replacing https://huggingface.co (huggingface_hub's meaning): a mirror
+    # may serve below a path, and a trailing slash is dropped.
+    repo = os.path.join(site, "mirror", "gpt2", "resolve", "main")
     w = mk.make_model(repo, layers=1, heads=2, embd=16, ctx=8, vocab=40, seed=3)
     open(os.path.join(repo, "vocab.json"), "w").write("{}")
     open(os.path.join(repo, "merges.txt"), "w").write("#version: 0.2\n")
@@ -392,7 +394,7 @@ def download_checks(tmp):
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=site))
     th = threading.Thread(target=srv.serve_forever, daemon=True)
     th.start()
-    endpoint = f"http://127.0.0.1:{srv.server_address[1]}"
+    endpoint = f"http://127.0.0.1:{srv.server_address[1]}/mirror/"
     cache = os.path.join(tmp, "cache")
     env = {"HF_ENDPOINT": endpoint, "GPT2C_CACHE": cache, "no_proxy": "127.0.0.1,localhost",
            "NO_PROXY": "127.0.0.1,localhost"}
@@ -410,7 +412,14 @@ def download_checks(tmp):
         check("download: failure -> one line telling what to do instead",
               r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: could not download "
                                                                             "distilgpt2")
-              and "export_gpt2.py DIR" in lines[0] and not os.path.exists(out2), r.stderr.strip())
+              and not os.path.exists(out2), r.stderr.strip())
+        alternatives = ("config.json and model.safetensors from https://huggingface.co/distilgpt2",
+                        f"python3 export_gpt2.py DIR {out2};",
+                        f"HF_ENDPOINT=https://your-mirror python3 export_gpt2.py distilgpt2 {out2};",
+                        f"make random-model MODEL={out2}")
+        check("download: failure names the checkpoint files, the mirror and random-model commands",
+              all(a in r.stderr for a in alternatives),
+              f"missing {[a for a in alternatives if a not in r.stderr]} in {r.stderr.strip()}")
         left = os.listdir(os.path.join(cache, "distilgpt2")) if os.path.isdir(
             os.path.join(cache, "distilgpt2")) else []
         check("download: failure leaves no .part file", not any(f.endswith(".part") for f in left), str(left))
