@@ -23,14 +23,15 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from tiny_model import HEADER_BYTES, header_bytes, model_bytes, write_model  # noqa: E402
+from make_hf_model import exported_model  # noqa: E402
 from tap import exit_status, report  # noqa: E402
 
 RUN = os.path.abspath(os.environ.get("GPT2C_RUN") or os.environ.get("RUN_BIN") or os.path.join(ROOT, "run"))
 WRAPPER = shlex.split(os.environ.get("RUN_WRAPPER", ""))
 TIMEOUT = float(os.environ.get("RUN_TIMEOUT", "20"))
 TOK = os.path.join(ROOT, "tokenizer.bin")
-
+HEADER_BYTES = 256  # README, "model.bin": the header, then the tensors
+FIELD_OFFSET = {"n_layer": 8, "n_head": 12, "n_embd": 16, "n_ctx": 20, "vocab": 24, "eps": 28}
 
 
 def run(args, cwd=None, stdin_bytes=b"", exe=None, stdout_path=None):
@@ -121,12 +122,13 @@ def cases(tmp, have_tok):
             f.write(data)
         return path(name)
 
-    # Models: a tiny one with 16 positions and 64 tokens (id prompts), and one with GPT-2's vocabulary
-    # (text prompts, --ppl) that is still small (8 wide).
-    tiny = path("tiny.bin")
-    good = write_model(tiny, n_layer=1, n_head=2, n_embd=16, n_ctx=16, vocab=64)
-    wide = path("vocab50257.bin")
-    write_model(wide, n_layer=1, n_head=2, n_embd=8, n_ctx=16, vocab=50257)
+    # Models, exported from random Hugging Face checkpoints: a tiny one with 16 positions and 64 tokens
+    # (id prompts), and one with GPT-2's vocabulary (text prompts, --ppl) that is still small (8 wide).
+    # The corrupt files below are edits of the tiny one's bytes.
+    tiny = exported_model(tmp, layers=1, heads=2, embd=16, ctx=16, vocab=64)
+    with open(tiny, "rb") as f:
+        good = f.read()
+    wide = exported_model(tmp, layers=1, heads=2, embd=8, ctx=16, vocab=50257)
     ids_ok = ["--prompt-ids", "1 2 3", "--print-ids", "-n", "2", "-s", "1"]
     Z = ["-z", TOK]
 
@@ -147,9 +149,11 @@ def cases(tmp, have_tok):
     check_error("model: version 0", [put("v0.bin", good[:4] + struct.pack("<I", 0) + good[8:])] + ids_ok, ["version"])
 
     def with_header(name, **fields):
-        cfg = dict(n_layer=1, n_head=2, n_embd=16, n_ctx=16, vocab=64, eps=1e-5)
-        cfg.update(fields)
-        return put(name, header_bytes(**cfg) + good[HEADER_BYTES:])
+        """The tiny model with some header fields set to other values (uint32, or float32 for eps)."""
+        d = bytearray(good)
+        for k, v in fields.items():
+            struct.pack_into("<f" if k == "eps" else "<I", d, FIELD_OFFSET[k], v)
+        return put(name, bytes(d))
 
     bad_headers = [
         ("n_embd = 2^31", dict(n_embd=2 ** 31), "n_embd"),
@@ -326,8 +330,7 @@ def cases(tmp, have_tok):
         # The text is scored after <|endoftext|> (50256); a model without that token cannot score it.
         check_error("--ppl: model vocabulary without <|endoftext|>", [tiny, "--ppl", put("bang.txt", b"!")] + Z,
                     [("endoftext", "50256")])
-        ctx1 = path("ctx1.bin")
-        write_model(ctx1, n_layer=1, n_head=2, n_embd=8, n_ctx=1, vocab=50257)
+        ctx1 = exported_model(tmp, layers=1, heads=2, embd=8, ctx=1, vocab=50257)
         check_error("--ppl: model with a 1-position context", [ctx1, "--ppl", put("hello.txt", b"Hello world")] + Z,
                     ["--ppl", "context"])
         nan_wide = bytearray(open(wide, "rb").read())

@@ -26,18 +26,11 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-EXPORT = os.path.join(ROOT, "export_gpt2.py")
 sys.path.insert(0, HERE)
 import make_hf_model as mk  # noqa: E402
 from tap import check, exit_status  # noqa: E402
 
-
-
-def run_export(src, out, env=None, timeout=300):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-S", EXPORT, src, out], capture_output=True,
-                          text=True, env=e, timeout=timeout)
+run_export = mk.export
 
 
 # ----------------------------------------------------------------------------
@@ -344,7 +337,7 @@ def error_cases(tmp):
     r = run_export(base, tmp)
     check("error output path is a directory", r.returncode == 1 and r.stderr.startswith("error: ")
           and len(r.stderr.splitlines()) == 1, r.stderr)
-    r = subprocess.run([sys.executable, "-S", EXPORT], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-S", mk.EXPORTER], capture_output=True, text=True)
     check("error no arguments: exit 1, one 'error: ' line", r.returncode == 1 and
           r.stderr.startswith("error: ") and len(r.stderr.splitlines()) == 1, r.stderr)
 

@@ -24,7 +24,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from tiny_model import write_model  # noqa: E402
+from make_hf_model import exported_model  # noqa: E402
 from tap import exit_status, report  # noqa: E402
 
 TOK = os.path.join(ROOT, "tokenizer.bin")
@@ -87,8 +87,7 @@ def main():
         if not exe:
             report("build run.c for valgrind", why)
             return 1
-        model = os.path.join(tmp, "model.bin")
-        write_model(model, n_layer=2, n_head=2, n_embd=16, n_ctx=24, vocab=50257)
+        model = exported_model(tmp, layers=2, heads=2, embd=16, ctx=24, vocab=50257)
         text = os.path.join(tmp, "text.txt")
         with open(text, "w") as f:
             f.write("The quick brown fox jumps over the lazy dog. " * 4)  # 40 tokens: two --ppl chunks

@@ -1,17 +1,19 @@
 #!/usr/bin/python3
 """Writes the committed seed corpora of the fuzz targets (deterministic; rerun after a format change):
     /usr/bin/python3 tests/fuzz/make_seeds.py
-  seeds/model/           small valid model.bin files of several shapes, plus a few near-misses
+  seeds/model/           small valid model.bin files of several shapes (random checkpoints from
+                         tests/make_hf_model.py, exported by export_gpt2.py), plus a few near-misses
   seeds/tokenizer/       texts: ASCII, contractions, whitespace runs, digits, Unicode, invalid UTF-8
   seeds/tokenizer_file/  small valid tokenizer.bin files (256 byte tokens + a few merges), plus near-misses
 """
 import os
 import struct
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from tiny_model import model_bytes  # noqa: E402
+from make_hf_model import exported_model  # noqa: E402
 
 
 def write(d, name, data):
@@ -20,12 +22,22 @@ def write(d, name, data):
         f.write(data)
 
 
+def model_bytes(cache, **opts):
+    with open(exported_model(cache, **opts), "rb") as f:
+        return f.read()
+
+
 def model_seeds(d):
+    with tempfile.TemporaryDirectory(prefix="make_seeds_") as cache:
+        model_seeds_in(d, cache)
+
+
+def model_seeds_in(d, cache):
     shapes = [(1, 1, 1, 1, 1), (1, 1, 2, 3, 5), (2, 2, 4, 4, 7), (1, 2, 8, 2, 3), (1, 4, 4, 1, 2), (3, 1, 3, 2, 2)]
     for (L, H, C, P, V) in shapes:
-        data = model_bytes(n_layer=L, n_head=H, n_embd=C, n_ctx=P, vocab=V, seed=L * 100 + C)
+        data = model_bytes(cache, layers=L, heads=H, embd=C, ctx=P, vocab=V, seed=L * 100 + C)
         write(d, "valid_L%d_H%d_C%d_P%d_V%d.bin" % (L, H, C, P, V), data)
-    base = model_bytes(n_layer=1, n_head=1, n_embd=2, n_ctx=2, vocab=3)
+    base = model_bytes(cache, layers=1, heads=1, embd=2, ctx=2, vocab=3)
     write(d, "truncated.bin", base[:-4])
     write(d, "extra.bin", base + bytes(4))
     write(d, "header_only.bin", base[:256])
