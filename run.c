@@ -11,9 +11,11 @@
  *   - GPT-2's exact byte-level BPE tokenizer, a sampler, and a small command line.
  * What it is not: a training loop, a server, or fast on anything but the CPU it runs on.
  *
- * Read it top to bottom: the model file -> the KV cache -> math kernels -> forward pass -> tokenizer ->
- * sampler -> generation -> command line. Shapes use C = n_embd, T = tokens in a chunk, V = vocab size,
- * NH = heads, hs = C / NH. Needs only libc and libm; OpenMP, when the compiler has it, splits the loops.
+ * Read it top to bottom: the model file -> the KV cache -> the math as plain loops -> the forward pass ->
+ * tokenizer -> sampler -> generation -> command line. After main() comes a fenced section of tuned kernels,
+ * faster twins of the plain loops, which a first reading may skip: `./run --reference` runs the plain ones.
+ * Shapes use C = n_embd, T = tokens in a chunk, V = vocab size, NH = heads, hs = C / NH. Needs only libc
+ * and libm; OpenMP, when the compiler has it, splits the loops across cores.
  */
 #define _GNU_SOURCE // MAP_POPULATE; everything else is POSIX
 #include <errno.h>
@@ -43,7 +45,7 @@ static int omp_get_max_threads(void) { return 1; }
 // ----------------------------------------------------------------------------
 // errors and small helpers
 
-#define ERR_LEN 256 // every "char *err" below is a buffer of at least this many bytes
+#define ERR_LEN 512 // every "char *err" below is a buffer of at least this many bytes
 
 // Formats a one-line error message into err (used by code that must return, not exit: the loaders,
 // which the fuzzers call).
@@ -76,6 +78,10 @@ static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint32_t read_u32(const unsigned char *p) { // little-endian, any alignment
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 // A read-only view of a whole file: mmapped, so the OS pages weights in on demand and shares them
@@ -204,10 +210,6 @@ typedef struct {
     MappedFile file;
 } Model;
 
-static uint32_t read_u32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static uint64_t align_up(uint64_t n) { return (n + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
 
 // Walks the tensor list in file order. With data == NULL it only measures: *end becomes the file size
@@ -288,6 +290,9 @@ static int model_parse(Model *m, const unsigned char *data, size_t size, char *e
 
 static int model_load(Model *m, const char *path, char *err) {
     memset(m, 0, sizeof *m);
+    if (access(path, F_OK) != 0)
+        return fail(err, "cannot open model '%s': %s (HINT: 'python3 export_gpt2.py gpt2 %s' downloads and converts "
+                    "GPT-2; offline, 'make random-model' writes a random-weight one)", path, strerror(errno), path);
     if (map_file(&m->file, path, "model", err) != 0) return -1;
     if (model_parse(m, m->file.data, m->file.size, err) != 0) {
         unmap_file(&m->file);
@@ -361,24 +366,140 @@ static void kv_cache_store(KVCache *kv, int layer, int pos, int T, const float *
 }
 
 // ----------------------------------------------------------------------------
-// activations: scratch buffers for one chunk of up to n_ctx tokens, allocated once
+// the math, as plain loops
+//
+// Everything a GPT-2 layer computes, written the simplest way. This is the code to learn from, and it is
+// real: `./run --reference` runs the whole engine on it. The default engine runs tuned twins of matmul,
+// attention and gelu (the fenced section at the end of the file), which compute the same functions with
+// the same results up to float rounding, many times faster; the tests hold the two sets to each other.
+//
+// One property matters for the KV cache and holds in both sets: an output row is computed by the same
+// float operations whatever T is and wherever the row sits in the chunk. So a token's K and V come out
+// bit-identical from a 500-token prefill, a 1-token decode step or a --no-cache recomputation, and the
+// cached and uncached runs print the same text.
 
+// out (T, n_out) = in (T, n_in) . w (n_out, n_in)^T + bias (n_out); bias may be NULL.
+static void matmul(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < n_out; o++) {
+            const float *x = in + (size_t)t * n_in, *row = w + (size_t)o * n_in;
+            float sum = 0.0f;
+            for (int i = 0; i < n_in; i++) sum += x[i] * row[i];
+            out[(size_t)t * n_out + o] = (bias ? bias[o] : 0.0f) + sum;
+        }
+}
+
+// out = (in - mean) / sqrt(var + eps) * weight + bias, row by row over T rows of C.
+static void layernorm(float *out, const float *in, const float *weight, const float *bias, int T, int C, float eps) {
+#pragma omp parallel for schedule(static) if (T >= 16) // a few rows are cheaper than waking a thread
+    for (int t = 0; t < T; t++) {
+        const float *x = in + (size_t)t * C;
+        float *y = out + (size_t)t * C;
+        float mean = 0.0f, var = 0.0f;
+        for (int i = 0; i < C; i++) mean += x[i];
+        mean /= (float)C;
+        for (int i = 0; i < C; i++) var += (x[i] - mean) * (x[i] - mean);
+        var /= (float)C;
+        float rstd = 1.0f / sqrtf(var + eps);
+        for (int i = 0; i < C; i++) y[i] = (x[i] - mean) * rstd * weight[i] + bias[i];
+    }
+}
+
+// GPT-2's GELU, the tanh approximation: 0.5 u (1 + tanh(sqrt(2/pi) (u + 0.044715 u^3))), in place.
+static void gelu(float *x, size_t n) {
+    const float s = 0.7978845608028654f; // sqrt(2/pi)
+    for (size_t i = 0; i < n; i++) {
+        float u = x[i];
+        x[i] = 0.5f * u * (1.0f + tanhf(s * (u + 0.044715f * u * u * u)));
+    }
+}
+
+// x[0..n) becomes softmax(x): subtracting the max first keeps expf from overflowing.
+static void softmax(float *x, int n) {
+    float max = x[0], sum = 0.0f;
+    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
+static void add_inplace(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+// Causal self-attention for T new tokens at positions pos .. pos+T-1, over the KV cache.
+// qkv (T, 3C) holds the new tokens' queries (its first C columns); the cache already holds the keys and
+// values of positions 0 .. pos+T-1 of this layer, the new ones included. out (T, C): heads side by side.
+// scores: room for n_ctx floats per thread.
+static void attention(float *out, const float *qkv, const KVCache *kv, int layer, int T, int pos, int n_head,
+                      float *scores) {
+    int C = kv->dim, hs = C / n_head;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_head; h++) {
+            const float *q = qkv + (size_t)t * 3 * C + h * hs; // this token's query for head h
+            float *att = scores + (size_t)omp_get_thread_num() * kv->n_ctx;
+            int n_keys = pos + t + 1; // causal: a token sees itself and everything before it, nothing after
+            for (int j = 0; j < n_keys; j++) { // how well query t matches each cached key j
+                const float *k = kv_key(kv, layer, j) + h * hs;
+                float dot = 0.0f;
+                for (int i = 0; i < hs; i++) dot += q[i] * k[i];
+                att[j] = dot * scale;
+            }
+            softmax(att, n_keys); // the attention weights: positive, summing to 1
+            float *o = out + (size_t)t * C + h * hs;
+            for (int i = 0; i < hs; i++) o[i] = 0.0f;
+            for (int j = 0; j < n_keys; j++) { // the weighted sum of the cached values
+                const float *v = kv_value(kv, layer, j) + h * hs;
+                for (int i = 0; i < hs; i++) o[i] += att[j] * v[i];
+            }
+        }
+}
+
+// ----------------------------------------------------------------------------
+// the forward pass
+
+// forward() runs on one of two kernel sets with the same contracts: the plain loops above (--reference)
+// or their tuned twins at the end of the file (the default).
 typedef struct {
+    void (*matmul)(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out);
+    void (*attention)(float *out, const float *qkv, const KVCache *kv, int layer, int T, int pos, int n_head,
+                      float *scores);
+    void (*gelu)(float *x, size_t n);
+} Kernels;
+
+static void matmul_tuned(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out);
+static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int layer, int T, int pos, int n_head,
+                            float *scores);
+static void gelu_tuned(float *x, size_t n);
+static inline float exp_fast(float x); // within 1.3 ulp of expf, and vectorizable; the sampler uses it too
+
+static const Kernels PLAIN_KERNELS = {matmul, attention, gelu};
+static const Kernels TUNED_KERNELS = {matmul_tuned, attention_tuned, gelu_tuned};
+
+// Scratch buffers for one chunk of up to n_ctx tokens, allocated once.
+typedef struct {
+    Kernels k;      // which kernels run
     float *x;       // (n_ctx, C) the residual stream
     float *xn;      // (n_ctx, C) layer-normed input of a sublayer; after forward(), the final hidden states
     float *qkv;     // (n_ctx, 3C)
     float *att;     // (n_ctx, C) attention output, heads concatenated
     float *sub;     // (n_ctx, C) a sublayer's output before it joins the residual stream
     float *hidden;  // (n_ctx, 4C) MLP hidden layer
-    float *scores;  // (threads, ATT_ROWS, n_ctx) attention weights, a block of rows per thread
+    float *scores;  // (threads, ATT_ROWS, n_ctx) attention weights
     float *logits;  // (LOGIT_ROWS, V)
 } RunState;
 
 #define LOGIT_ROWS 16 // rows of logits computed at once when scoring a text (--ppl)
-#define ATT_ROWS 4    // query rows per attention job: each key and value loaded serves all of them
+#define ATT_ROWS 4    // query rows the tuned attention scores at once
 
-static void run_state_init(RunState *s, const Config *c) {
+static void run_state_init(RunState *s, const Config *c, const Kernels *k) {
     size_t T = (size_t)c->n_ctx, C = (size_t)c->n_embd;
+    s->k = *k;
     s->x = xmalloc(T * C * sizeof(float), "activations");
     s->xn = xmalloc(T * C * sizeof(float), "activations");
     s->qkv = xmalloc(T * 3 * C * sizeof(float), "activations");
@@ -400,316 +521,17 @@ static void run_state_free(RunState *s) {
     free(s->logits);
 }
 
-// ----------------------------------------------------------------------------
-// math kernels
-//
-// Every kernel computes each output row with the same sequence of float operations whatever T is and
-// wherever the row sits in the chunk. That is what makes a token's K and V identical whether they were
-// computed in a 500-token prefill, a 1-token decode step or a --no-cache recomputation, and so makes the
-// cached and uncached runs produce byte-identical text.
-
-// Eight floats that GCC and clang treat as one SIMD register (AVX on x86, two NEON registers on ARM).
-// A portable stand-in for intrinsics.
-typedef float vec8 __attribute__((vector_size(32)));
-
-static inline vec8 load8(const float *p) {
-    vec8 v;
-    memcpy(&v, p, sizeof v); // an unaligned vector load; memcpy keeps it legal C
-    return v;
-}
-
-// a * b + c, eight lanes at once. The build turns off the compiler's own fusing of a*b+c
-// (-ffp-contract=off): it fused some unrolled copies of a loop and not others, which changed the last
-// bit of a row between a 1-token and a many-token pass (tests/test_kernels.c caught it). So the one
-// FMA the engine relies on is spelled out here, the only intrinsic in the file; elsewhere it is a
-// multiply then an add, equally deterministic.
-static inline vec8 fma8(vec8 a, vec8 b, vec8 c) {
-#if defined(__FMA__) && defined(__x86_64__)
-    return (vec8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
-#else
-    return a * b + c;
-#endif
-}
-
-// Returns v, pinned in a register. Without the pin GCC folds each load into every FMA that uses it
-// (vfmadd231ps from memory), so the 4 x 4 block below issued 20 loads per 16 FMAs instead of 8 and ran
-// out of load ports: GPT-2's four matmul shapes at T = 512 measured 46% of the FMA peak before, 80% after
-// (this machine, AVX-512; with AVX2's 16 registers the block spills a little but still gains). The empty asm
-// emits no instruction; it only tells the compiler the value must be in a register.
-static inline vec8 in_register(vec8 v) {
-#if defined(__x86_64__) && defined(__AVX__) // a vec8 fits one register only with AVX
-    __asm__("" : "+v"(v));
-#endif
-    return v;
-}
-
-// A fixed summation order, so that results never depend on how a caller was unrolled.
-static inline float sum8(vec8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
-
-// out[t][o * step] = bias[o * step] + dot(x row t, w row o * step) for a block of TB token rows and OB
-// weight rows (step rows apart: 1 in a batch, more when decode walks several streams of rows at once).
-// Each weight vector loaded is used TB times and each input vector OB times from registers: this reuse
-// is what lets a batched prefill run near the FMA peak while a T = 1 decode is limited by memory.
-// Called with constant TB and OB, so the compiler unrolls it into straight-line vector code.
-static inline __attribute__((always_inline)) void
-dot_block(float *out, size_t ldo, const float *x, size_t ldx, const float *w, size_t ldw, const float *bias,
-          int n, size_t step, const int TB, const int OB) {
-    vec8 acc[4][4];
-    float tail[4][4];
-    for (int t = 0; t < TB; t++)
-        for (int o = 0; o < OB; o++) {
-            acc[t][o] = (vec8){0};
-            tail[t][o] = 0.0f;
-        }
-    int k = 0;
-    for (; k + 8 <= n; k += 8) {
-        vec8 xv[4];
-        for (int t = 0; t < TB; t++) xv[t] = in_register(load8(x + t * ldx + k));
-        for (int o = 0; o < OB; o++) {
-            vec8 wv = in_register(load8(w + o * step * ldw + k));
-            for (int t = 0; t < TB; t++) acc[t][o] = fma8(xv[t], wv, acc[t][o]);
-        }
-    }
-    for (; k < n; k++) // the last n % 8 inputs (only tiny test models have any)
-        for (int t = 0; t < TB; t++)
-            for (int o = 0; o < OB; o++) tail[t][o] += x[t * ldx + k] * w[o * step * ldw + k];
-    for (int t = 0; t < TB; t++)
-        for (int o = 0; o < OB; o++)
-            out[t * ldo + o * step] = (bias ? bias[o * step] : 0.0f) + (sum8(acc[t][o]) + tail[t][o]);
-}
-
-// The same block for any tb <= 4, ob <= 4: dispatches to a constant-shaped copy.
-static void dot_block_any(float *out, size_t ldo, const float *x, size_t ldx, const float *w, size_t ldw,
-                          const float *bias, int n, size_t step, int tb, int ob) {
-#define DOT_CASE(TB, OB) \
-    case (TB) * 8 + (OB): dot_block(out, ldo, x, ldx, w, ldw, bias, n, step, TB, OB); return;
-    switch (tb * 8 + ob) {
-        DOT_CASE(1, 1) DOT_CASE(1, 2) DOT_CASE(1, 3) DOT_CASE(1, 4)
-        DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4)
-        DOT_CASE(3, 1) DOT_CASE(3, 2) DOT_CASE(3, 3) DOT_CASE(3, 4)
-        DOT_CASE(4, 1) DOT_CASE(4, 2) DOT_CASE(4, 3) DOT_CASE(4, 4)
-    }
-#undef DOT_CASE
-}
-
-// matmul for T <= 4 token rows (a decode step): every weight is used at most 4 times, so the time is the
-// time to read the weights once, and the access pattern decides it. Each thread takes a contiguous share
-// of the weight rows and walks the four quarters of its share side by side: four long sequential streams
-// that the hardware prefetchers follow. (Four adjacent rows at a time, as the batched path below does,
-// restarts the streams every 4 rows. Timing a 124M model's decode matmuls against bench/machine's read
-// loop, interleaved: adjacent rows 0.52-0.87 of its bandwidth, four streams 0.91-1.03.)
-static void matmul_streaming(float *out, const float *in, const float *w, const float *bias, int T, int n_in,
-                             int n_out) {
-#pragma omp parallel
-    {
-        int share = (n_out + omp_get_num_threads() - 1) / omp_get_num_threads();
-        int o0 = omp_get_thread_num() * share, o1 = o0 + share < n_out ? o0 + share : n_out;
-        int quarter = o1 > o0 ? (o1 - o0) / 4 : 0;
-        for (int i = 0; i < quarter; i++) { // rows o0 + i, then a quarter, a half, three quarters further on
-            int o = o0 + i;
-            dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w + (size_t)o * n_in, (size_t)n_in,
-                          bias ? bias + o : NULL, n_in, (size_t)quarter, T, 4);
-        }
-        for (int o = o0 + 4 * quarter; o < o1; o++) // the last (o1 - o0) % 4 rows
-            dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w + (size_t)o * n_in, (size_t)n_in,
-                          bias ? bias + o : NULL, n_in, 1, T, 1);
-    }
-}
-
-// out (T, n_out) = in (T, n_in) . w (n_out, n_in)^T + bias (n_out); bias may be NULL.
-// Threads split the output rows, so each streams its own share of the weights. Within a thread, a tile
-// of weight rows small enough to stay in L2 is reused by every token row before moving on. Both paths
-// compute each output with the same dot_block arithmetic, so a row's result does not depend on T.
-static void matmul(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out) {
-    if (T <= 4) {
-        matmul_streaming(out, in, w, bias, T, n_in, n_out);
-        return;
-    }
-    int tile = (int)(128 * 1024 / ((size_t)n_in * sizeof(float))); // weight rows per ~128 KiB tile
-    tile = tile < 4 ? 4 : tile / 4 * 4;
-    int n_tiles = (n_out + tile - 1) / tile;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < n_tiles; i++) {
-        int o_end = (i + 1) * tile < n_out ? (i + 1) * tile : n_out;
-        for (int t = 0; t < T; t += 4) {
-            int tb = T - t < 4 ? T - t : 4;
-            for (int o = i * tile; o < o_end; o += 4) {
-                int ob = o_end - o < 4 ? o_end - o : 4;
-                dot_block_any(out + (size_t)t * n_out + o, (size_t)n_out, in + (size_t)t * n_in, (size_t)n_in,
-                              w + (size_t)o * n_in, (size_t)n_in, bias ? bias + o : NULL, n_in, 1, tb, ob);
-            }
-        }
-    }
-}
-
-// out = (in - mean) / sqrt(var + eps) * weight + bias, row by row over T rows of C.
-static void layernorm(float *out, const float *in, const float *weight, const float *bias, int T, int C, float eps) {
-#pragma omp parallel for schedule(static) if (T >= 16) // a few rows are cheaper than waking a thread
-    for (int t = 0; t < T; t++) {
-        const float *x = in + (size_t)t * C;
-        float *y = out + (size_t)t * C;
-        float mean = 0.0f, var = 0.0f;
-        for (int i = 0; i < C; i++) mean += x[i];
-        mean /= (float)C;
-        for (int i = 0; i < C; i++) var += (x[i] - mean) * (x[i] - mean);
-        var /= (float)C;
-        float rstd = 1.0f / sqrtf(var + eps);
-        for (int i = 0; i < C; i++) y[i] = (x[i] - mean) * rstd * weight[i] + bias[i];
-    }
-}
-
-// e^x in plain float arithmetic, for the GELU and softmax loops. libm's expf is a call per element, which
-// keeps those loops scalar; this is inlined and vectorized, and it performs the same operations in a
-// vector lane as in a scalar tail, so a value never depends on where it sat in the batch.
-// x = n ln2 + r with |r| <= ln2 / 2, so e^x = 2^n e^r; e^r is its Taylor series to r^7 (the next term is
-// below 6e-9 relative) and 2^n is built directly in the float's exponent bits. Measured on every float
-// in [-87, 88]: within 1.3 ulp of the exact e^x (tests/test_kernels.c checks 2 ulp).
-static inline float exp_fast(float x) {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x; // keeps 2^n a normal float (e^-87 is 1.6e-38); NaN stays NaN
-    // t = x / ln2 + 1.5 * 2^23. A float that large has no fraction bits, so the addition rounds x / ln2 to
-    // the nearest integer n, and n sits in t's low mantissa bits (floorf would keep the loop scalar).
-    const float shift = 12582912.0f;
-    float t = x * 1.44269504f + shift;
-    float n = t - shift;
-    float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; // x - n ln2; ln2 split so that n * 0.693359375 is exact
-    float p = 1.0f / 5040;
-    p = p * r + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    uint32_t bits; // 2^n: exponent field n + 127, mantissa 0. Unsigned, so a NaN input is NaN out, not UB.
-    memcpy(&bits, &t, sizeof bits);
-    bits = (bits + 127) << 23; // t's bits are 0x4B400000 + n: the shift keeps only n + 127 (1 .. 254)
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-// GPT-2's tanh approximation of GELU: 0.5 u (1 + tanh(z)) with z = sqrt(2/pi) (u + 0.044715 u^3),
-// written as u * sigmoid(2z), which is the same function and needs one exp instead of a tanh.
-static void gelu(float *x, size_t n) {
-    const float s = 0.7978845608028654f; // sqrt(2/pi)
-#pragma omp parallel for schedule(static) if (n >= 65536)
-    for (size_t i = 0; i < n; i++) {
-        float u = x[i];
-        float z = s * (u + 0.044715f * u * u * u);
-        x[i] = u / (1.0f + exp_fast(-2.0f * z));
-    }
-}
-
-// x[0] + ... + x[n-1] in eight interleaved partial sums: vectorized, and always the same order for a given n.
-static float sum_floats(const float *x, int n) {
-    vec8 acc = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8) acc += load8(x + i);
-    float sum = sum8(acc);
-    for (; i < n; i++) sum += x[i];
-    return sum;
-}
-
-static void add_inplace(float *x, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
-}
-
-// For R rows of attention weights (ldw apart) and the value rows v (ldv apart): out row r (ldo apart) =
-// sum over j < n + r of weights[r][j] * v row j, the causal shape of R consecutive query rows. Columns go
-// 32 at a time: each value vector loaded serves all R rows from registers, and each column is summed over
-// j in order, so a row's result does not depend on R or on how the columns were grouped.
-static inline __attribute__((always_inline)) void
-weighted_sum_block(float *out, size_t ldo, const float *weights, size_t ldw, const float *v, size_t ldv, int n,
-                   int dim, const int R) {
-    int i = 0;
-    for (; i + 32 <= dim; i += 32) {
-        vec8 acc[ATT_ROWS][4];
-        for (int r = 0; r < R; r++)
-            for (int c = 0; c < 4; c++) acc[r][c] = (vec8){0};
-        for (int j = 0; j < n + R - 1; j++) {
-            const float *vj = v + j * ldv + i;
-            vec8 vv[4];
-            for (int c = 0; c < 4; c++) vv[c] = in_register(load8(vj + 8 * c));
-            for (int r = 0; r < R; r++) {
-                if (j >= n + r) continue; // past row r's last key
-                vec8 wj = (vec8){0} + weights[r * ldw + j];
-                for (int c = 0; c < 4; c++) acc[r][c] = fma8(wj, vv[c], acc[r][c]);
-            }
-        }
-        for (int r = 0; r < R; r++) memcpy(out + r * ldo + i, acc[r], sizeof acc[r]);
-    }
-    for (; i < dim; i++) // the last dim % 32 columns (only tiny test models have any)
-        for (int r = 0; r < R; r++) {
-            float a = 0.0f;
-            for (int j = 0; j < n + r; j++) a = a + weights[r * ldw + j] * v[j * ldv + i];
-            out[r * ldo + i] = a;
-        }
-}
-
-// The same for any R <= ATT_ROWS: dispatches to a constant-shaped copy.
-static void weighted_sum(float *out, size_t ldo, const float *weights, size_t ldw, const float *v, size_t ldv, int n,
-                         int dim, int rows) {
-    switch (rows) {
-    case 1: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 1); return;
-    case 2: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 2); return;
-    case 3: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 3); return;
-    default: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 4); return;
-    }
-}
-
-// Causal self-attention for T query rows at positions pos .. pos+T-1. Queries come from qkv (T, 3C);
-// keys and values come from the cache, which already holds positions 0 .. pos+T-1 of this layer.
-// out (T, C). A job is up to ATT_ROWS consecutive rows of one head, with ATT_ROWS rows of scores per
-// thread. Jobs are dealt round-robin because later rows see more keys (a plain split would leave one
-// thread with all the long rows).
-static void attention(float *out, const float *qkv, const KVCache *kv, int layer, int T, int pos, int n_head,
-                      float *scores_all) {
-    int C = kv->dim, hs = C / n_head, n_ctx = kv->n_ctx;
-    int row_blocks = (T + ATT_ROWS - 1) / ATT_ROWS;
-    float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for schedule(static, 1)
-    for (int job = 0; job < row_blocks * n_head; job++) {
-        int t0 = job / n_head * ATT_ROWS, h = job % n_head;
-        int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
-        float *scores = scores_all + (size_t)omp_get_thread_num() * ATT_ROWS * n_ctx;
-        // scores[r][j] = q_r . k_j for every key the block's last row sees; an earlier row ignores the
-        // few keys past its own position (the causal mask).
-        int n_keys_max = pos + t0 + rows;
-        for (int j = 0; j < n_keys_max; j += 4) {
-            int nk = n_keys_max - j < 4 ? n_keys_max - j : 4;
-            dot_block_any(scores + j, (size_t)n_ctx, qkv + (size_t)t0 * 3 * C + h * hs, (size_t)3 * C,
-                          kv_key(kv, layer, j) + h * hs, (size_t)C, NULL, hs, 1, rows, nk);
-        }
-        for (int r = 0; r < rows; r++) {
-            float *s = scores + (size_t)r * n_ctx;
-            int n_keys = pos + t0 + r + 1; // this token sees itself and everything before it
-            float max = -INFINITY;
-            for (int j = 0; j < n_keys; j++) {
-                s[j] *= scale;
-                if (s[j] > max) max = s[j];
-            }
-            for (int j = 0; j < n_keys; j++) s[j] = exp_fast(s[j] - max);
-            float sum = sum_floats(s, n_keys);
-            for (int j = 0; j < n_keys; j++) s[j] /= sum; // softmax: the attention weights
-        }
-        weighted_sum(out + (size_t)t0 * C + h * hs, (size_t)C, scores, (size_t)n_ctx, kv_value(kv, layer, 0) + h * hs,
-                     (size_t)C, pos + t0 + 1, hs, rows);
-    }
-}
-
-// ----------------------------------------------------------------------------
-// the forward pass
-
 // Runs tokens[0..T) at positions pos .. pos+T-1 through the model. The cache must hold exactly positions
 // 0 .. pos-1; on return it holds 0 .. pos+T-1 and s->xn holds the T final (layer-normed) hidden states.
 // Prefill calls this once with the whole prompt, decode with T = 1, --no-cache with pos = 0 every time.
 static void forward(const Model *m, RunState *s, KVCache *kv, const int *tokens, int T, int pos) {
     const Config *c = &m->config;
     const Weights *w = &m->weights;
+    const Kernels *k = &s->k;
     int C = c->n_embd;
     size_t TC = (size_t)T * C;
 
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; t < T; t++) { // the input: token embedding + position embedding
         const float *tok = w->wte + (size_t)tokens[t] * C, *p = w->wpe + (size_t)(pos + t) * C;
         for (int i = 0; i < C; i++) s->x[(size_t)t * C + i] = tok[i] + p[i];
     }
@@ -717,25 +539,25 @@ static void forward(const Model *m, RunState *s, KVCache *kv, const int *tokens,
         const LayerWeights *L = &w->layers[l];
         // attention sublayer: x += proj(attention(LN1(x)))
         layernorm(s->xn, s->x, L->ln1_w, L->ln1_b, T, C, c->ln_eps);
-        matmul(s->qkv, s->xn, L->attn_w, L->attn_b, T, C, 3 * C);
+        k->matmul(s->qkv, s->xn, L->attn_w, L->attn_b, T, C, 3 * C);
         kv_cache_store(kv, l, pos, T, s->qkv); // the only place the cache grows
-        attention(s->att, s->qkv, kv, l, T, pos, c->n_head, s->scores);
-        matmul(s->sub, s->att, L->attn_proj_w, L->attn_proj_b, T, C, C);
+        k->attention(s->att, s->qkv, kv, l, T, pos, c->n_head, s->scores);
+        k->matmul(s->sub, s->att, L->attn_proj_w, L->attn_proj_b, T, C, C);
         add_inplace(s->x, s->sub, TC);
         // MLP sublayer: x += proj(gelu(fc(LN2(x))))
         layernorm(s->xn, s->x, L->ln2_w, L->ln2_b, T, C, c->ln_eps);
-        matmul(s->hidden, s->xn, L->fc_w, L->fc_b, T, C, 4 * C);
-        gelu(s->hidden, TC * 4);
-        matmul(s->sub, s->hidden, L->fc_proj_w, L->fc_proj_b, T, 4 * C, C);
+        k->matmul(s->hidden, s->xn, L->fc_w, L->fc_b, T, C, 4 * C);
+        k->gelu(s->hidden, TC * 4);
+        k->matmul(s->sub, s->hidden, L->fc_proj_w, L->fc_proj_b, T, 4 * C, C);
         add_inplace(s->x, s->sub, TC);
     }
     layernorm(s->xn, s->x, w->lnf_w, w->lnf_b, T, C, c->ln_eps);
     kv->len = pos + T;
 }
 
-// logits (rows, V) = hidden (rows, C) . wte^T: only for the rows that are sampled or scored.
-static void compute_logits(const Model *m, float *logits, const float *hidden, int rows) {
-    matmul(logits, hidden, m->weights.wte, NULL, rows, m->config.n_embd, m->config.vocab_size);
+// s->logits (rows, V) = hidden (rows, C) . wte^T: only for the rows that are sampled or scored.
+static void compute_logits(const Model *m, RunState *s, const float *hidden, int rows) {
+    s->k.matmul(s->logits, hidden, m->weights.wte, NULL, rows, m->config.n_embd, m->config.vocab_size);
 }
 
 // ----------------------------------------------------------------------------
@@ -816,10 +638,6 @@ typedef struct {
     unsigned char ascii_class[128];    // fast path for ASCII
 } Tokenizer;
 
-static uint32_t tok_read_u32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static size_t tok_pair_slot(uint64_t key, size_t mask) {
     key *= 0x9E3779B97F4A7C15ULL; // Fibonacci hashing: the high bits are well mixed
     return (size_t)(key >> 32) & mask;
@@ -845,20 +663,12 @@ static void tokenizer_free(Tokenizer *t) {
 
 // Reads one list of n (first, last) ranges at p into out[], checking order and bounds.
 static int tok_read_ranges(const unsigned char *p, uint32_t n, unsigned char cls, const char *name,
-                           TokRange *out, char *err, size_t errlen) {
+                           TokRange *out, char *err) {
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t first = tok_read_u32(p + 8 * (size_t)i), last = tok_read_u32(p + 8 * (size_t)i + 4);
-        if (first > last || last > 0x10FFFF) {
-            snprintf(err, errlen, "tokenizer: bad %s range %u (U+%X..U+%X)", name, i, first, last);
-            return -1;
-        }
-        if (i > 0 && first <= out[i - 1].last) {
-            snprintf(err, errlen, "tokenizer: %s ranges not sorted at range %u", name, i);
-            return -1;
-        }
-        out[i].first = first;
-        out[i].last = last;
-        out[i].cls = cls;
+        uint32_t first = read_u32(p + 8 * (size_t)i), last = read_u32(p + 8 * (size_t)i + 4);
+        if (first > last || last > 0x10FFFF) return fail(err, "bad %s range %u (U+%X..U+%X)", name, i, first, last);
+        if (i > 0 && first <= out[i - 1].last) return fail(err, "%s ranges not sorted at range %u", name, i);
+        out[i] = (TokRange){first, last, cls};
     }
     return 0;
 }
@@ -868,114 +678,72 @@ static int tok_cmp_range(const void *a, const void *b) {
     return x->first < y->first ? -1 : x->first > y->first;
 }
 
-static int tokenizer_init(Tokenizer *t, const unsigned char *data, size_t size, char *err, size_t errlen) {
-    memset(t, 0, sizeof(*t));
-    unsigned char *made = NULL; // scratch: made[id] = 1 once BPE can produce token id
-    if (errlen > 0) err[0] = '\0';
-    if (size < 36) {
-        snprintf(err, errlen, "tokenizer: file too small (%zu bytes)", size);
-        return -1;
-    }
-    if (memcmp(data, "GTOK", 4) != 0) {
-        snprintf(err, errlen, "tokenizer: bad magic (not a tokenizer.bin file)");
-        return -1;
-    }
-    uint32_t version = tok_read_u32(data + 4);
-    if (version != 1) {
-        snprintf(err, errlen, "tokenizer: unsupported version %u (expected 1)", version);
-        return -1;
-    }
-    uint32_t n_vocab = tok_read_u32(data + 8), n_merges = tok_read_u32(data + 12);
-    uint32_t n_range[3] = {tok_read_u32(data + 20), tok_read_u32(data + 24), tok_read_u32(data + 28)};
-    uint32_t n_bytes = tok_read_u32(data + 32);
-    if (n_vocab < 256 || n_vocab > (1u << 30)) {
-        snprintf(err, errlen, "tokenizer: bad vocabulary size %u", n_vocab);
-        return -1;
-    }
-    if (n_merges > n_vocab - 256) {
-        snprintf(err, errlen, "tokenizer: %u merges for %u tokens (at most %u)", n_merges, n_vocab, n_vocab - 256);
-        return -1;
-    }
-    // Every count is < 2^32, so this sum cannot overflow 64 bits.
-    uint64_t off_offsets = 36, off_merges = off_offsets + 4 * ((uint64_t)n_vocab + 1);
-    uint64_t off_ranges = off_merges + 12 * (uint64_t)n_merges;
-    uint64_t off_bytes = off_ranges + 8 * ((uint64_t)n_range[0] + n_range[1] + n_range[2]);
-    uint64_t expected = off_bytes + n_bytes;
-    if (expected != (uint64_t)size) {
-        snprintf(err, errlen, "tokenizer: file is %zu bytes but its header describes %llu", size,
-                 (unsigned long long)expected);
-        return -1;
-    }
-    t->vocab_size = (int)n_vocab;
-    t->n_merges = (int)n_merges;
-    t->unicode_version = tok_read_u32(data + 16);
-    t->token_bytes = data + off_bytes;
+// Where each part of a tokenizer.bin image starts, from its header.
+typedef struct {
+    uint32_t n_vocab, n_merges, n_range[3], n_bytes;
+    uint64_t offsets, merges, ranges, bytes; // byte offsets of the four parts
+} TokLayout;
 
-    // vocabulary
-    t->token_offset = malloc(((size_t)n_vocab + 1) * sizeof(uint32_t));
-    made = calloc(n_vocab, 1);
-    if (!t->token_offset || !made) goto oom;
-    for (uint32_t i = 0; i <= n_vocab; i++) {
-        uint32_t o = tok_read_u32(data + off_offsets + 4 * (size_t)i);
-        if ((i == 0 && o != 0) || (i > 0 && o <= t->token_offset[i - 1]) || o > n_bytes ||
-            (i == n_vocab && o != n_bytes)) {
-            snprintf(err, errlen, "tokenizer: bad token offset %u for token %u", o, i);
-            goto fail;
-        }
+static int tok_read_header(TokLayout *f, const unsigned char *data, size_t size, char *err) {
+    if (size < 36) return fail(err, "file too small (%zu bytes)", size);
+    if (memcmp(data, "GTOK", 4) != 0) return fail(err, "bad magic (not a tokenizer.bin file)");
+    uint32_t version = read_u32(data + 4);
+    if (version != 1) return fail(err, "unsupported version %u (expected 1)", version);
+    f->n_vocab = read_u32(data + 8);
+    f->n_merges = read_u32(data + 12);
+    for (int c = 0; c < 3; c++) f->n_range[c] = read_u32(data + 20 + 4 * c);
+    f->n_bytes = read_u32(data + 32);
+    if (f->n_vocab < 256 || f->n_vocab > (1u << 30)) return fail(err, "bad vocabulary size %u", f->n_vocab);
+    if (f->n_merges > f->n_vocab - 256)
+        return fail(err, "%u merges for %u tokens (at most %u)", f->n_merges, f->n_vocab, f->n_vocab - 256);
+    // Every count is < 2^32, so these sums cannot overflow 64 bits.
+    f->offsets = 36;
+    f->merges = f->offsets + 4 * ((uint64_t)f->n_vocab + 1);
+    f->ranges = f->merges + 12 * (uint64_t)f->n_merges;
+    f->bytes = f->ranges + 8 * ((uint64_t)f->n_range[0] + f->n_range[1] + f->n_range[2]);
+    if (f->bytes + f->n_bytes != (uint64_t)size)
+        return fail(err, "file is %zu bytes but its header describes %llu", size,
+                    (unsigned long long)(f->bytes + f->n_bytes));
+    return 0;
+}
+
+// The vocabulary: token offsets, and the single-byte token of every byte value. made[id] = 1 for those.
+static int tok_read_vocab(Tokenizer *t, const unsigned char *data, const TokLayout *f, unsigned char *made, char *err) {
+    for (uint32_t i = 0; i <= f->n_vocab; i++) {
+        uint32_t o = read_u32(data + f->offsets + 4 * (size_t)i);
+        if ((i == 0 && o != 0) || (i > 0 && o <= t->token_offset[i - 1]) || o > f->n_bytes ||
+            (i == f->n_vocab && o != f->n_bytes))
+            return fail(err, "bad token offset %u for token %u", o, i);
         t->token_offset[i] = o;
     }
     for (int b = 0; b < 256; b++) t->byte_token[b] = -1;
-    for (uint32_t i = 0; i < n_vocab; i++) {
+    for (uint32_t i = 0; i < f->n_vocab; i++) {
         if (t->token_offset[i + 1] - t->token_offset[i] != 1) continue;
         unsigned char b = t->token_bytes[t->token_offset[i]];
-        if (t->byte_token[b] >= 0) {
-            snprintf(err, errlen, "tokenizer: tokens %d and %u are both byte 0x%02x", t->byte_token[b], i, b);
-            goto fail;
-        }
+        if (t->byte_token[b] >= 0) return fail(err, "tokens %d and %u are both byte 0x%02x", t->byte_token[b], i, b);
         t->byte_token[b] = (int)i;
         made[i] = 1;
     }
-    for (int b = 0; b < 256; b++) {
-        if (t->byte_token[b] < 0) {
-            snprintf(err, errlen, "tokenizer: no token for byte 0x%02x", b);
-            goto fail;
-        }
-    }
+    for (int b = 0; b < 256; b++)
+        if (t->byte_token[b] < 0) return fail(err, "no token for byte 0x%02x", b);
+    return 0;
+}
 
-    // merges, and the hash table pair -> rank (at most half full, so probes stay short)
-    size_t table_size = 16;
-    while (table_size < 2 * (size_t)n_merges) table_size *= 2;
-    t->pair_mask = table_size - 1;
-    t->merges = malloc((n_merges ? n_merges : 1) * sizeof(*t->merges));
-    t->pair_key = malloc(table_size * sizeof(uint64_t));
-    t->pair_rank = malloc(table_size * sizeof(int32_t));
-    if (!t->merges || !t->pair_key || !t->pair_rank) goto oom;
-    for (size_t i = 0; i < table_size; i++) t->pair_rank[i] = -1;
-    for (uint32_t r = 0; r < n_merges; r++) {
-        const unsigned char *p = data + off_merges + 12 * (size_t)r;
-        uint32_t left = tok_read_u32(p), right = tok_read_u32(p + 4), result = tok_read_u32(p + 8);
-        if (left >= n_vocab || right >= n_vocab || result >= n_vocab) {
-            snprintf(err, errlen, "tokenizer: merge %u has an id out of range", r);
-            goto fail;
-        }
-        if (!made[left] || !made[right]) {
-            snprintf(err, errlen, "tokenizer: merge %u uses a token no earlier merge produced", r);
-            goto fail;
-        }
-        if (made[result]) {
-            snprintf(err, errlen, "tokenizer: merge %u produces token %u a second time", r, result);
-            goto fail;
-        }
-        uint32_t ll = t->token_offset[left + 1] - t->token_offset[left];
-        uint32_t rl = t->token_offset[right + 1] - t->token_offset[right];
-        const unsigned char *res = t->token_bytes + t->token_offset[result];
-        if (t->token_offset[result + 1] - t->token_offset[result] != ll + rl ||
-            memcmp(res, t->token_bytes + t->token_offset[left], ll) != 0 ||
-            memcmp(res + ll, t->token_bytes + t->token_offset[right], rl) != 0) {
-            snprintf(err, errlen, "tokenizer: merge %u: token %u is not token %u followed by token %u", r,
-                     result, left, right);
-            goto fail;
-        }
+// The merges, each checked (see the rules above), and the hash table pair -> rank.
+static int tok_read_merges(Tokenizer *t, const unsigned char *data, const TokLayout *f, unsigned char *made, char *err) {
+    const uint32_t *off = t->token_offset;
+    for (uint32_t r = 0; r < f->n_merges; r++) {
+        const unsigned char *p = data + f->merges + 12 * (size_t)r;
+        uint32_t left = read_u32(p), right = read_u32(p + 4), result = read_u32(p + 8);
+        if (left >= f->n_vocab || right >= f->n_vocab || result >= f->n_vocab)
+            return fail(err, "merge %u has an id out of range", r);
+        if (!made[left] || !made[right]) return fail(err, "merge %u uses a token no earlier merge produced", r);
+        if (made[result]) return fail(err, "merge %u produces token %u a second time", r, result);
+        uint32_t ll = off[left + 1] - off[left], rl = off[right + 1] - off[right];
+        const unsigned char *res = t->token_bytes + off[result];
+        if (off[result + 1] - off[result] != ll + rl || memcmp(res, t->token_bytes + off[left], ll) != 0 ||
+            memcmp(res + ll, t->token_bytes + off[right], rl) != 0)
+            return fail(err, "merge %u: token %u is not token %u followed by token %u", r, result, left, right);
         made[result] = 1;
         t->merges[r][0] = left;
         t->merges[r][1] = right;
@@ -983,51 +751,69 @@ static int tokenizer_init(Tokenizer *t, const unsigned char *data, size_t size, 
         uint64_t key = (uint64_t)left << 32 | right;
         size_t i = tok_pair_slot(key, t->pair_mask);
         while (t->pair_rank[i] >= 0 && t->pair_key[i] != key) i = (i + 1) & t->pair_mask;
-        if (t->pair_rank[i] >= 0) {
-            snprintf(err, errlen, "tokenizer: merge %u repeats merge %d", r, t->pair_rank[i]);
-            goto fail;
-        }
+        if (t->pair_rank[i] >= 0) return fail(err, "merge %u repeats merge %d", r, t->pair_rank[i]);
         t->pair_key[i] = key;
         t->pair_rank[i] = (int32_t)r;
     }
-    free(made);
-    made = NULL;
+    return 0;
+}
 
-    // Unicode classes: read the three sorted lists, then sort them together for one binary search.
+// The Unicode classes: three sorted lists, merged into one for a single binary search.
+static int tok_read_classes(Tokenizer *t, const unsigned char *data, const TokLayout *f, char *err) {
     static const char *const class_name[3] = {"letter", "number", "space"};
-    size_t n_all = (size_t)n_range[0] + n_range[1] + n_range[2];
-    t->ranges = malloc((n_all ? n_all : 1) * sizeof(TokRange));
-    if (!t->ranges) goto oom;
-    const unsigned char *p = data + off_ranges;
+    const unsigned char *p = data + f->ranges;
     size_t at = 0;
     for (int c = 0; c < 3; c++) {
-        if (tok_read_ranges(p, n_range[c], (unsigned char)(TOK_LETTER + c), class_name[c], t->ranges + at,
-                            err, errlen) != 0)
-            goto fail;
-        p += 8 * (size_t)n_range[c];
-        at += n_range[c];
+        if (tok_read_ranges(p, f->n_range[c], (unsigned char)(TOK_LETTER + c), class_name[c], t->ranges + at, err) != 0)
+            return -1;
+        p += 8 * (size_t)f->n_range[c];
+        at += f->n_range[c];
     }
-    qsort(t->ranges, n_all, sizeof(TokRange), tok_cmp_range);
-    for (size_t i = 1; i < n_all; i++) {
-        if (t->ranges[i].first <= t->ranges[i - 1].last) {
-            snprintf(err, errlen, "tokenizer: code point U+%X is in two classes", t->ranges[i].first);
-            goto fail;
-        }
-    }
-    t->n_ranges = n_all;
+    t->n_ranges = at;
+    qsort(t->ranges, at, sizeof(TokRange), tok_cmp_range);
+    for (size_t i = 1; i < at; i++)
+        if (t->ranges[i].first <= t->ranges[i - 1].last)
+            return fail(err, "code point U+%X is in two classes", t->ranges[i].first);
     for (uint32_t c = 0; c < 128; c++) {
         t->ascii_class[c] = TOK_OTHER;
-        for (size_t i = 0; i < n_all && t->ranges[i].first <= c; i++)
+        for (size_t i = 0; i < at && t->ranges[i].first <= c; i++)
             if (c <= t->ranges[i].last) t->ascii_class[c] = t->ranges[i].cls;
     }
     return 0;
+}
 
-oom:
-    snprintf(err, errlen, "tokenizer: out of memory");
-fail:
+// Validates a tokenizer.bin image (which must outlive t: token bytes are not copied) and builds the tables.
+static int tokenizer_init(Tokenizer *t, const unsigned char *data, size_t size, char *err) {
+    memset(t, 0, sizeof *t);
+    TokLayout f = {0};
+    if (tok_read_header(&f, data, size, err) != 0) return -1;
+    t->vocab_size = (int)f.n_vocab;
+    t->n_merges = (int)f.n_merges;
+    t->unicode_version = read_u32(data + 16);
+    t->token_bytes = data + f.bytes;
+    size_t table_size = 16; // the pair table is at most half full, so probes stay short
+    while (table_size < 2 * (size_t)f.n_merges) table_size *= 2;
+    t->pair_mask = table_size - 1;
+    size_t n_ranges = (size_t)f.n_range[0] + f.n_range[1] + f.n_range[2];
+    t->token_offset = malloc(((size_t)f.n_vocab + 1) * sizeof(uint32_t));
+    t->merges = malloc((f.n_merges ? f.n_merges : 1) * sizeof(*t->merges));
+    t->pair_key = malloc(table_size * sizeof(uint64_t));
+    t->pair_rank = malloc(table_size * sizeof(int32_t));
+    t->ranges = malloc((n_ranges ? n_ranges : 1) * sizeof(TokRange));
+    unsigned char *made = calloc(f.n_vocab, 1); // made[id] = 1 once BPE can produce token id
+    int rc;
+    if (!t->token_offset || !t->merges || !t->pair_key || !t->pair_rank || !t->ranges || !made) {
+        rc = fail(err, "out of memory");
+    } else {
+        for (size_t i = 0; i < table_size; i++) t->pair_rank[i] = -1;
+        rc = tok_read_vocab(t, data, &f, made, err) || tok_read_merges(t, data, &f, made, err) ||
+                     tok_read_classes(t, data, &f, err)
+                 ? -1
+                 : 0;
+    }
     free(made);
-    tokenizer_free(t);
-    return -1;
+    if (rc != 0) tokenizer_free(t);
+    return rc;
 }
 
 static int tokenizer_vocab_size(const Tokenizer *t) { return t->vocab_size; }
@@ -1131,38 +917,29 @@ static size_t tok_next_piece(const Tokenizer *t, const unsigned char *s, size_t 
     return last;
 }
 
-// Scratch space for BPE on one piece, grown to the longest piece seen.
+// Scratch space for BPE on one piece, grown to the longest piece seen: one allocation, four arrays.
 typedef struct {
-    int32_t *tok;     // token id of each node; -1 once merged into its left neighbour
-    uint32_t *prev;   // linked list of live nodes (UINT32_MAX = none)
-    uint32_t *next;   // (n = none)
-    uint64_t *heap;   // min-heap of candidate merges: rank << 32 | position of the left node
-    size_t cap;       // capacity in nodes (the heap holds 3 * cap)
+    uint64_t *heap;   // (3 cap) min-heap of candidate merges: rank << 32 | position of the left node
+    int32_t *tok;     // (cap) token id of each node; -1 once merged into its left neighbour
+    uint32_t *prev;   // (cap) linked list of live nodes (UINT32_MAX = none)
+    uint32_t *next;   // (cap) (n = none)
+    size_t cap;       // capacity in nodes
 } BpeScratch;
 
 static int bpe_reserve(BpeScratch *b, size_t n) {
     if (n <= b->cap) return 0;
+    const size_t node_bytes = 3 * sizeof(uint64_t) + sizeof(int32_t) + 2 * sizeof(uint32_t);
+    size_t cap = 2 * b->cap > n ? 2 * b->cap : n;
+    if (cap >= UINT32_MAX || cap > SIZE_MAX / node_bytes) cap = n;
     // node positions are 32-bit: a single piece of 4 GB or more is reported like out-of-memory
-    if (n > UINT32_MAX - 1 || n > SIZE_MAX / (3 * sizeof(uint64_t))) return -1;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < n) cap = cap > SIZE_MAX / 2 ? n : cap * 2;
-    if (cap > UINT32_MAX - 1 || cap > SIZE_MAX / (3 * sizeof(uint64_t))) cap = n;
-    free(b->tok);
-    free(b->prev);
-    free(b->next);
+    if (cap >= UINT32_MAX || cap > SIZE_MAX / node_bytes) return -1;
     free(b->heap);
-    b->tok = malloc(cap * sizeof(int32_t));
-    b->prev = malloc(cap * sizeof(uint32_t));
-    b->next = malloc(cap * sizeof(uint32_t));
-    b->heap = malloc(3 * cap * sizeof(uint64_t));
-    if (!b->tok || !b->prev || !b->next || !b->heap) {
-        free(b->tok);
-        free(b->prev);
-        free(b->next);
-        free(b->heap);
-        memset(b, 0, sizeof(*b));
-        return -1;
-    }
+    memset(b, 0, sizeof *b);
+    b->heap = malloc(cap * node_bytes);
+    if (!b->heap) return -1;
+    b->tok = (int32_t *)(b->heap + 3 * cap);
+    b->prev = (uint32_t *)(b->tok + cap);
+    b->next = b->prev + cap;
     b->cap = cap;
     return 0;
 }
@@ -1238,25 +1015,19 @@ static int tokenizer_encode(const Tokenizer *t, const unsigned char *text, size_
     *n_ids = 0;
     if (len > SIZE_MAX / sizeof(int)) return -1;
     int *out = malloc((len ? len : 1) * sizeof(int)); // every token has at least one byte
-    if (!out) return -1;
     BpeScratch scratch = {0};
     size_t n_out = 0;
-    for (size_t i = 0; i < len;) {
+    int rc = out ? 0 : -1;
+    for (size_t i = 0; i < len && rc == 0;) {
         size_t end = tok_next_piece(t, text, len, i);
-        if (bpe_piece(t, text + i, end - i, &scratch, out, &n_out) != 0) {
-            free(out);
-            free(scratch.tok);
-            free(scratch.prev);
-            free(scratch.next);
-            free(scratch.heap);
-            return -1;
-        }
+        rc = bpe_piece(t, text + i, end - i, &scratch, out, &n_out);
         i = end;
     }
-    free(scratch.tok);
-    free(scratch.prev);
-    free(scratch.next);
     free(scratch.heap);
+    if (rc != 0) {
+        free(out);
+        return -1;
+    }
     *ids = out;
     *n_ids = n_out;
     return 0;
@@ -1402,6 +1173,7 @@ typedef struct {
     int print_ids;
     int n_tokens;          // how many tokens to generate
     int no_cache;          // recompute the whole sequence at every step
+    int ignore_eos;        // keep going past <|endoftext|>
     FILE *timings;         // per-token CSV, or NULL
     FILE *logits_out;      // raw logits of every sampled step, or NULL
     int quiet;
@@ -1418,59 +1190,77 @@ static void emit_token(const GenOptions *g, int id, int first) {
     fflush(stdout); // stream: the user sees each token as it is produced
 }
 
-// Runs the sequence's newest tokens through the model so that s->xn's last row predicts what comes next.
+// Runs the sequence's newest tokens through the model so that s->logits predicts what comes next.
 // With the cache that is just the tokens not yet cached; without it, all of them, from position 0.
 static void advance(const Model *m, RunState *s, KVCache *kv, const int *seq, int len, int no_cache) {
     if (no_cache) kv->len = 0; // forget every K and V: they are recomputed below
     int pos = kv->len;
     forward(m, s, kv, seq + pos, len - pos, pos);
-    compute_logits(m, s->logits, s->xn + (size_t)(len - pos - 1) * m->config.n_embd, 1);
+    compute_logits(m, s, s->xn + (size_t)(len - pos - 1) * m->config.n_embd, 1);
 }
 
-// Prefill the prompt, then sample, print and append one token at a time. seq has room for n_ctx tokens.
+static void check_logits(const float *logits, int V, int pos) {
+    for (int j = 0; j < V; j++)
+        if (!isfinite(logits[j]))
+            die("the model computed a non-finite logit (NaN or infinity) at position %d: its weights are corrupt", pos);
+}
+
+typedef enum { STOP_REQUESTED, STOP_CONTEXT, STOP_EOS } StopReason;
+
+static void print_summary(const GenOptions *g, const KVCache *kv, StopReason why, int n_prompt, int n_new,
+                          double t_prefill, double t_decode) {
+    if (!g->print_ids) fputc('\n', stderr);
+    if (why == STOP_EOS)
+        fprintf(stderr, "stopped: end of text (<|endoftext|>) after %d of %d requested tokens\n", n_new, g->n_tokens);
+    else if (why == STOP_CONTEXT)
+        fprintf(stderr, "stopped: context limit (%d tokens) reached after %d of %d requested tokens\n", kv->n_ctx,
+                n_new, g->n_tokens);
+    else
+        fprintf(stderr, "stopped: generated the requested %d tokens\n", n_new);
+    fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_prompt, t_prefill,
+            t_prefill > 0 ? n_prompt / t_prefill : 0.0);
+    fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", n_new, t_decode, t_decode > 0 ? n_new / t_decode : 0.0);
+    fprintf(stderr, "kv cache: %d of %d positions, %.1f MiB (%zu bytes/token)\n", kv->len, kv->n_ctx,
+            (double)kv_bytes_used(kv) / (1024.0 * 1024.0), kv_bytes_per_token(kv));
+    if (g->no_cache) fprintf(stderr, "note: with --no-cache these positions were recomputed from scratch at every step\n");
+}
+
+// Prefill the prompt, then sample, print and append one token at a time until -n tokens, the end of the
+// context or <|endoftext|>. seq has room for n_ctx tokens. Returns how many tokens were generated.
 static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, int *seq, int n_prompt,
                     const GenOptions *g) {
     const Config *c = &m->config;
-    int max_new = c->n_ctx - n_prompt;
-    int n_new = g->n_tokens < max_new ? g->n_tokens : max_new;
+    int room = c->n_ctx - n_prompt;
+    int limit = g->n_tokens < room ? g->n_tokens : room;
+    StopReason why = g->n_tokens <= room ? STOP_REQUESTED : STOP_CONTEXT;
 
     kv->len = 0;
     double t0 = now_seconds();
     advance(m, s, kv, seq, n_prompt, g->no_cache); // the prefill (also with -n 0, so it can be timed alone)
     double t_prefill = now_seconds() - t0, t_step = now_seconds();
-    for (int i = 0; i < n_new; i++) {
-        for (int j = 0; j < c->vocab_size; j++)
-            if (!isfinite(s->logits[j]))
-                die("the model computed a non-finite logit (NaN or infinity) at position %d: its weights are corrupt",
-                    n_prompt + i - 1);
+    int n_new = 0;
+    while (n_new < limit) {
+        check_logits(s->logits, c->vocab_size, n_prompt + n_new - 1);
         if (g->logits_out && fwrite(s->logits, sizeof(float), (size_t)c->vocab_size, g->logits_out) != (size_t)c->vocab_size)
             die("cannot write the --logits file: %s", strerror(errno));
         int next = sample(sampler, s->logits, c->vocab_size);
-        seq[n_prompt + i] = next;
-        emit_token(g, next, i == 0);
-        advance(m, s, kv, seq, n_prompt + i + 1, g->no_cache); // append its K and V for the next step
+        if (next == GPT2_EOT && !g->ignore_eos) { // the model ended the document: not printed, not appended
+            why = STOP_EOS;
+            break;
+        }
+        seq[n_prompt + n_new] = next;
+        emit_token(g, next, n_new == 0);
+        n_new++;
+        advance(m, s, kv, seq, n_prompt + n_new, g->no_cache); // append its K and V for the next step
         double t = now_seconds();
         if (g->timings)
-            fprintf(g->timings, "%d,%d,%.4f,%zu\n", i + 1, n_prompt + i, (t - t_step) * 1e3, kv_bytes_used(kv));
+            fprintf(g->timings, "%d,%d,%.4f,%zu\n", n_new, n_prompt + n_new - 1, (t - t_step) * 1e3, kv_bytes_used(kv));
         t_step = t;
     }
     double t_decode = now_seconds() - t0 - t_prefill;
     if (g->print_ids) printf("\n");
-    else if (n_new > 0 || n_prompt > 0) fflush(stdout);
-
-    if (!g->quiet) {
-        if (!g->print_ids) fputc('\n', stderr);
-        if (n_new < g->n_tokens)
-            fprintf(stderr, "stopped: context limit (%d tokens) reached after %d of %d requested tokens\n", c->n_ctx, n_new, g->n_tokens);
-        else
-            fprintf(stderr, "stopped: generated the requested %d tokens\n", n_new);
-        fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_prompt, t_prefill,
-                t_prefill > 0 ? n_prompt / t_prefill : 0.0);
-        fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", n_new, t_decode, t_decode > 0 ? n_new / t_decode : 0.0);
-        fprintf(stderr, "kv cache: %d of %d positions, %.1f MiB (%zu bytes/token)\n", kv->len, c->n_ctx,
-                (double)kv_bytes_used(kv) / (1024.0 * 1024.0), kv_bytes_per_token(kv));
-        if (g->no_cache) fprintf(stderr, "note: with --no-cache these positions were recomputed from scratch at every step\n");
-    }
+    fflush(stdout);
+    if (!g->quiet) print_summary(g, kv, why, n_prompt, n_new, t_prefill, t_decode);
     return n_new;
 }
 
@@ -1491,7 +1281,7 @@ static void perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids,
         forward(m, s, kv, seq + start, len, 0);
         for (int r = 0; r < len - 1; r += LOGIT_ROWS) {
             int rows = len - 1 - r < LOGIT_ROWS ? len - 1 - r : LOGIT_ROWS;
-            compute_logits(m, s->logits, s->xn + (size_t)r * c->n_embd, rows);
+            compute_logits(m, s, s->xn + (size_t)r * c->n_embd, rows);
             for (int i = 0; i < rows; i++) { // -log softmax(logits)[target], in double
                 const float *lg = s->logits + (size_t)i * V;
                 float max = lg[argmax(lg, V)];
@@ -1522,7 +1312,7 @@ typedef struct {
     float temperature, top_p;
     int top_k;
     uint64_t seed;
-    int seed_given, no_cache, tokenize, print_ids, quiet;
+    int seed_given, no_cache, tokenize, print_ids, quiet, ignore_eos, reference;
 } Options;
 
 static void usage(FILE *out) {
@@ -1533,15 +1323,19 @@ static void usage(FILE *out) {
         "\n"
         "Prompt:\n"
         "  -p TEXT            prompt (default: empty, which starts from <|endoftext|>)\n"
-        "  -f FILE            read the prompt from FILE ('-' for stdin)\n"
-        "  --prompt-ids IDS   prompt as token ids, space- or comma-separated\n"
+        "  -f FILE            read the prompt from FILE ('-' for stdin), byte for byte: a trailing newline\n"
+        "                     (as `echo` adds) is part of the prompt; use printf or echo -n to leave it out\n"
+        "  --prompt-ids IDS   prompt as token ids, space- or comma-separated (printed as text, like -p)\n"
         "Generation:\n"
-        "  -n N               tokens to generate (default 256; stops earlier at the context limit)\n"
+        "  -n N               tokens to generate (default 256; stops earlier at the context limit\n"
+        "                     or when the model writes <|endoftext|>, which is not printed)\n"
+        "  --ignore-eos       do not stop at <|endoftext|>: always generate N tokens\n"
         "  -t T               temperature (default 1.0; 0 = greedy)\n"
         "  --top-p P          nucleus sampling: keep the most likely tokens up to mass P (default 0.9; 1 = off)\n"
         "  --top-k K          keep only the K most likely tokens (default 0 = off)\n"
         "  -s SEED            random seed (default: from the clock; printed on stderr)\n"
         "  --no-cache         recompute every key and value of the whole sequence at every step\n"
+        "  --reference        run the plain-loop kernels (the lesson's code) instead of the tuned ones\n"
         "Other modes and outputs:\n"
         "  --tokenize         print the prompt's token ids on one line and exit (MODEL not needed)\n"
         "  --ppl FILE         print the perplexity of the text in FILE and exit\n"
@@ -1597,6 +1391,8 @@ static void parse_options(Options *o, int argc, char **argv) {
         if (strcmp(a, "--tokenize") == 0) { o->tokenize = 1; continue; }
         if (strcmp(a, "--print-ids") == 0) { o->print_ids = 1; continue; }
         if (strcmp(a, "-q") == 0) { o->quiet = 1; continue; }
+        if (strcmp(a, "--ignore-eos") == 0) { o->ignore_eos = 1; continue; }
+        if (strcmp(a, "--reference") == 0) { o->reference = 1; continue; }
         if (a[0] != '-' || strcmp(a, "-") == 0) {
             if (o->model_path) die("unexpected argument '%s' (the model is already '%s'); see --help", a, o->model_path);
             o->model_path = a;
@@ -1668,7 +1464,7 @@ static void load_tokenizer(Tokenizer *t, MappedFile *f, const char *path) {
         }
     }
     if (map_file(f, path, "tokenizer", err) != 0) die("%s (HINT: run from the project directory, or pass -z path/to/tokenizer.bin)", err);
-    if (tokenizer_init(t, f->data, f->size, err, sizeof err) != 0) die("tokenizer '%s': %s", path, err);
+    if (tokenizer_init(t, f->data, f->size, err) != 0) die("tokenizer '%s': %s", path, err);
 }
 
 // A text tokenized with the full GPT-2 vocabulary can still hold ids a smaller test model lacks.
@@ -1699,115 +1495,144 @@ static void close_output(FILE *f, const char *flag) {
 }
 
 #ifndef RUN_C_NO_MAIN
+// --tokenize: the prompt's ids on one line. Any length: the context limit is only for generation.
+static void print_token_ids(const Tokenizer *tok, const char *text, size_t len) {
+    int n, *ids = encode_text(tok, text, len, &n);
+    for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+    printf("\n");
+    free(ids);
+}
+
+// The --ppl text's tokens, checked against the model before anything runs.
+static int *ppl_ids(const Options *o, const Tokenizer *tok, const Config *c, int *n_ids) {
+    char err[ERR_LEN], *text;
+    size_t len;
+    if (read_file(o->ppl_path, &text, &len, err) != 0) die("--ppl: %s", err);
+    int *ids = encode_text(tok, text, len, n_ids);
+    free(text);
+    if (*n_ids == 0) die("--ppl: '%s' has no tokens to score", o->ppl_path);
+    if (*n_ids == INT_MAX) die("--ppl: '%s' is too long (%d tokens)", o->ppl_path, *n_ids);
+    check_in_vocab(ids, *n_ids, c->vocab_size, "--ppl:");
+    if (GPT2_EOT >= c->vocab_size)
+        die("--ppl scores the text after <|endoftext|> (%d), which this model's vocabulary (%d) lacks", GPT2_EOT, c->vocab_size);
+    if (c->n_ctx < 2) die("--ppl needs a context of at least 2 positions; this model's context is %d", c->n_ctx);
+    return ids;
+}
+
+// The prompt's tokens: --prompt-ids, or the text encoded; an empty prompt is <|endoftext|>, the start of a
+// new document, as GPT-2 was trained.
+static int *prompt_ids(const Options *o, const Tokenizer *tok, const Config *c, const char *text, size_t len, int *n_ids) {
+    int *ids = o->prompt_ids ? parse_ids(o->prompt_ids, c->vocab_size, n_ids) : encode_text(tok, text, len, n_ids);
+    if (*n_ids == 0) {
+        if (GPT2_EOT >= c->vocab_size)
+            die("the empty prompt starts from <|endoftext|> (%d), which this model's vocabulary (%d) lacks; give a prompt", GPT2_EOT, c->vocab_size);
+        ids[(*n_ids)++] = GPT2_EOT; // parse_ids and encode_text always leave room for one
+    }
+    if (*n_ids > c->n_ctx) die("the prompt is %d tokens long; this model's context is %d tokens", *n_ids, c->n_ctx);
+    check_in_vocab(ids, *n_ids, c->vocab_size, "prompt");
+    return ids;
+}
+
+static void print_model_line(const Model *m, double t_load) {
+    const Config *c = &m->config;
+    int threads = omp_get_max_threads();
+    fprintf(stderr, "model: %d layers, %d heads, %d wide, %d positions, %d tokens (%.1fM parameters, %.1f MB mapped in %.2f s), %d thread%s\n",
+            c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, model_param_count(c) / 1e6, m->file.size / 1e6,
+            t_load, threads, threads == 1 ? "" : "s");
+}
+
+static void run_perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids, int n_ids, int quiet) {
+    double t0 = now_seconds(), nll;
+    perplexity(m, s, kv, ids, n_ids, &nll);
+    if (!isfinite(nll)) die("--ppl: the model computed a non-finite loss (NaN or infinity): its weights are corrupt");
+    printf("tokens: %d\nmean nll: %.6f\nperplexity: %.4f\n", n_ids, nll, exp(nll));
+    double t = now_seconds() - t0;
+    if (!quiet) fprintf(stderr, "scored %d tokens in %.3f s (%.1f tok/s)\n", n_ids, t, n_ids / t);
+}
+
+// stdout carries the prompt, then the continuation: the text as given, or the --prompt-ids decoded.
+static void print_prompt(const GenOptions *g, const char *text, size_t len, const int *ids, int n_ids, int from_ids) {
+    if (g->print_ids) return;
+    if (!from_ids) fwrite(text, 1, len, stdout);
+    for (int i = 0; from_ids && i < n_ids; i++)
+        if (ids[i] != GPT2_EOT) emit_token(g, ids[i], 0); // <|endoftext|> marks a document edge: never printed
+    fflush(stdout);
+}
+
+static void run_generation(const Model *m, RunState *s, KVCache *kv, const Options *o, const GenOptions *g,
+                           const int *ids, int n_ids) {
+    const Config *c = &m->config;
+    int *seq = xmalloc((size_t)c->n_ctx * sizeof(int), "the token sequence");
+    memcpy(seq, ids, (size_t)n_ids * sizeof(int));
+    uint64_t seed = o->seed_given ? o->seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    Sampler sampler;
+    sampler_init(&sampler, c->vocab_size, o->temperature, o->top_p, o->top_k, seed);
+    if (!o->quiet)
+        fprintf(stderr, "seed: %llu, temperature %g, top-p %g, top-k %d, %s%s\n", (unsigned long long)seed,
+                (double)o->temperature, (double)o->top_p, o->top_k, o->no_cache ? "no cache" : "kv cache",
+                o->reference ? ", reference kernels" : "");
+    generate(m, s, kv, &sampler, seq, n_ids, g);
+    sampler_free(&sampler);
+    free(seq);
+}
+
+// Everything after the tokenizer: load the model, check the inputs against it, then score or generate.
+static void run_model(const Options *o, const Tokenizer *tok, const char *prompt, size_t prompt_len) {
+    char err[ERR_LEN];
+    Model model;
+    double t_load = now_seconds();
+    if (model_load(&model, o->model_path, err) != 0) die("%s", err);
+    t_load = now_seconds() - t_load;
+    const Config *c = &model.config;
+    if (tok && !o->ppl_path && !o->print_ids && c->vocab_size > tokenizer_vocab_size(tok))
+        die("the model's vocabulary (%d) is larger than the tokenizer's (%d); use --print-ids", c->vocab_size,
+            tokenizer_vocab_size(tok));
+    int n_ids;
+    int *ids = o->ppl_path ? ppl_ids(o, tok, c, &n_ids) : prompt_ids(o, tok, c, prompt, prompt_len, &n_ids);
+    GenOptions g = {.tok = tok, .print_ids = o->print_ids, .n_tokens = o->n_tokens, .no_cache = o->no_cache,
+                    .ignore_eos = o->ignore_eos, .quiet = o->quiet};
+    if (o->timings_path && !o->ppl_path) {
+        g.timings = open_output(o->timings_path, "--timings");
+        fprintf(g.timings, "step,position,ms,kv_bytes\n");
+    }
+    if (o->logits_path && !o->ppl_path) g.logits_out = open_output(o->logits_path, "--logits");
+
+    RunState state;
+    run_state_init(&state, c, o->reference ? &PLAIN_KERNELS : &TUNED_KERNELS);
+    KVCache kv;
+    kv_cache_init(&kv, c);
+    if (!o->quiet) print_model_line(&model, t_load);
+    if (o->ppl_path) {
+        run_perplexity(&model, &state, &kv, ids, n_ids, o->quiet);
+    } else {
+        print_prompt(&g, prompt, prompt_len, ids, n_ids, o->prompt_ids != NULL);
+        run_generation(&model, &state, &kv, o, &g, ids, n_ids);
+        close_output(g.timings, "--timings");
+        close_output(g.logits_out, "--logits");
+    }
+    free(ids);
+    kv_cache_free(&kv);
+    run_state_free(&state);
+    model_free(&model);
+}
+
 int main(int argc, char **argv) {
     Options o;
     parse_options(&o, argc, argv);
-    char err[ERR_LEN];
-
-    // The prompt text, if any.
-    char *text = NULL;
+    char err[ERR_LEN], *text = NULL; // the -f file's contents
     size_t text_len = 0;
     if (o.prompt_file && read_file(o.prompt_file, &text, &text_len, err) != 0) die("prompt file: %s", err);
     if (o.prompt) text_len = strlen(o.prompt);
+    const char *prompt = o.prompt ? o.prompt : text ? text : "";
 
     Tokenizer tok;
     MappedFile tok_file = {0};
     int need_tokenizer = o.tokenize || o.ppl_path || !o.print_ids || (text_len > 0 && !o.prompt_ids);
     if (need_tokenizer) load_tokenizer(&tok, &tok_file, o.tokenizer_path);
-    const char *prompt = o.prompt ? o.prompt : text ? text : "";
+    if (o.tokenize) print_token_ids(&tok, prompt, text_len);
+    else run_model(&o, need_tokenizer ? &tok : NULL, prompt, text_len);
 
-    if (o.tokenize) { // any length: the context limit is only for generation
-        int n, *ids = encode_text(&tok, prompt, text_len, &n);
-        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
-        printf("\n");
-        free(ids);
-        free(text);
-        tokenizer_free(&tok);
-        unmap_file(&tok_file);
-        return 0;
-    }
-
-    Model model;
-    double t_load = now_seconds();
-    if (model_load(&model, o.model_path, err) != 0) die("%s", err);
-    t_load = now_seconds() - t_load;
-    const Config *c = &model.config;
-    if (need_tokenizer && !o.ppl_path && !o.print_ids && c->vocab_size > tokenizer_vocab_size(&tok))
-        die("the model's vocabulary (%d) is larger than the tokenizer's (%d); use --print-ids", c->vocab_size,
-            tokenizer_vocab_size(&tok));
-    // Read and check every input before printing anything, so that a bad one gives one error line only.
-    char *ppl_text = NULL;
-    int n_ids, *ids; // the --ppl text's tokens, or the prompt's
-    if (o.ppl_path) {
-        size_t ppl_len;
-        if (read_file(o.ppl_path, &ppl_text, &ppl_len, err) != 0) die("--ppl: %s", err);
-        ids = encode_text(&tok, ppl_text, ppl_len, &n_ids);
-        if (n_ids == 0) die("--ppl: '%s' has no tokens to score", o.ppl_path);
-        if (n_ids == INT_MAX) die("--ppl: '%s' is too long (%d tokens)", o.ppl_path, n_ids);
-        check_in_vocab(ids, n_ids, c->vocab_size, "--ppl:");
-        if (GPT2_EOT >= c->vocab_size)
-            die("--ppl scores the text after <|endoftext|> (%d), which this model's vocabulary (%d) lacks", GPT2_EOT, c->vocab_size);
-        if (c->n_ctx < 2) die("--ppl needs a context of at least 2 positions; this model's context is %d", c->n_ctx);
-    } else {
-        if (o.prompt_ids) ids = parse_ids(o.prompt_ids, c->vocab_size, &n_ids);
-        else ids = encode_text(&tok, prompt, text_len, &n_ids);
-        if (n_ids == 0) { // nothing to condition on: start a new document
-            if (GPT2_EOT >= c->vocab_size) die("the empty prompt starts from <|endoftext|> (%d), which this model's vocabulary (%d) lacks; give a prompt", GPT2_EOT, c->vocab_size);
-            free(ids);
-            ids = xmalloc(sizeof(int), "the prompt");
-            ids[n_ids++] = GPT2_EOT;
-        }
-        if (n_ids > c->n_ctx) die("the prompt is %d tokens long; this model's context is %d tokens", n_ids, c->n_ctx);
-        check_in_vocab(ids, n_ids, c->vocab_size, "prompt");
-    }
-    GenOptions g = {.tok = need_tokenizer ? &tok : NULL, .print_ids = o.print_ids, .n_tokens = o.n_tokens,
-                    .no_cache = o.no_cache, .quiet = o.quiet};
-    if (o.timings_path && !o.ppl_path) {
-        g.timings = open_output(o.timings_path, "--timings");
-        fprintf(g.timings, "step,position,ms,kv_bytes\n");
-    }
-    if (o.logits_path && !o.ppl_path) g.logits_out = open_output(o.logits_path, "--logits");
-
-    RunState state;
-    run_state_init(&state, c);
-    KVCache kv;
-    kv_cache_init(&kv, c);
-    if (!o.quiet)
-        fprintf(stderr, "model: %d layers, %d heads, %d wide, %d positions, %d tokens (%.1fM parameters, %.1f MB mapped in %.2f s), %d thread%s\n",
-                c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, model_param_count(c) / 1e6,
-                model.file.size / 1e6, t_load, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
-
-    if (o.ppl_path) {
-        double t0 = now_seconds(), nll;
-        perplexity(&model, &state, &kv, ids, n_ids, &nll);
-        if (!isfinite(nll)) die("--ppl: the model computed a non-finite loss (NaN or infinity): its weights are corrupt");
-        printf("tokens: %d\nmean nll: %.6f\nperplexity: %.4f\n", n_ids, nll, exp(nll));
-        if (!o.quiet) fprintf(stderr, "scored %d tokens in %.3f s (%.1f tok/s)\n", n_ids, now_seconds() - t0, n_ids / (now_seconds() - t0));
-    } else {
-        int *seq = xmalloc((size_t)c->n_ctx * sizeof(int), "the token sequence");
-        memcpy(seq, ids, (size_t)n_ids * sizeof(int));
-        uint64_t seed = o.seed_given ? o.seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-        Sampler sampler;
-        sampler_init(&sampler, c->vocab_size, o.temperature, o.top_p, o.top_k, seed);
-        if (!o.quiet)
-            fprintf(stderr, "seed: %llu, temperature %g, top-p %g, top-k %d, %s\n", (unsigned long long)seed,
-                    (double)o.temperature, (double)o.top_p, o.top_k, o.no_cache ? "no cache" : "kv cache");
-        if (!o.print_ids) { // stdout carries the prompt, then the continuation
-            fwrite(prompt, 1, text_len, stdout);
-            fflush(stdout);
-        }
-        generate(&model, &state, &kv, &sampler, seq, n_ids, &g);
-        close_output(g.timings, "--timings");
-        close_output(g.logits_out, "--logits");
-        sampler_free(&sampler);
-        free(seq);
-    }
-    free(ids);
-    free(ppl_text);
     if (fflush(stdout) != 0 || ferror(stdout)) die("cannot write to stdout");
-    kv_cache_free(&kv);
-    run_state_free(&state);
-    model_free(&model);
     if (need_tokenizer) {
         tokenizer_free(&tok);
         unmap_file(&tok_file);
@@ -1816,3 +1641,283 @@ int main(int argc, char **argv) {
     return 0;
 }
 #endif
+
+// ============================================================================
+// TUNED KERNELS. A first reading may stop here.
+//
+// The twins of matmul(), attention() and gelu(): the same contracts and the same results up to float
+// rounding (tests/test_kernels.c compares each pair), and the same row property (a row's numbers do not
+// depend on T). Each trick is here because `make bench` showed what it buys (the README has the figures):
+//   - dot_block(): a block of 4 token rows x 4 weight rows, so every weight vector loaded serves 4 tokens
+//     and every input vector 4 weights. This reuse is what makes a batched prefill compute-bound rather
+//     than memory-bound; in_register() keeps the block's vectors in registers.
+//   - matmul_streaming(): a decode step (T = 1) uses each weight once, so its speed is the speed of reading
+//     the weights: four long streams per thread, an order the hardware prefetchers follow.
+//   - exp_fast(): an exp the compiler can vectorize, for GELU, the softmax and the sampler.
+//   - attention_tuned(): a job of ATT_ROWS query rows shares every key and value it loads.
+// ============================================================================
+
+// Eight floats that GCC and clang treat as one SIMD register (AVX on x86, two NEON registers on ARM).
+// A portable stand-in for intrinsics.
+typedef float vec8 __attribute__((vector_size(32)));
+
+static inline vec8 load8(const float *p) {
+    vec8 v;
+    memcpy(&v, p, sizeof v); // an unaligned vector load; memcpy keeps it legal C
+    return v;
+}
+
+// a * b + c, eight lanes at once. The build turns off the compiler's own fusing of a*b+c
+// (-ffp-contract=off): it fused some unrolled copies of a loop and not others, which changed the last
+// bit of a row between a 1-token and a many-token pass (tests/test_kernels.c caught it). So the one
+// FMA the engine relies on is spelled out here, the only intrinsic in the file; elsewhere it is a
+// multiply then an add, equally deterministic.
+static inline vec8 fma8(vec8 a, vec8 b, vec8 c) {
+#if defined(__FMA__) && defined(__x86_64__)
+    return (vec8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
+}
+
+// Returns v, pinned in a register. Without the pin GCC folds each load into every FMA that uses it
+// (vfmadd231ps from memory), so the 4 x 4 block below issues 20 loads per 16 FMAs instead of 8 and runs
+// out of load ports. The empty asm emits no instruction; it only tells the compiler the value must be in
+// a register.
+static inline vec8 in_register(vec8 v) {
+#if defined(__x86_64__) && defined(__AVX__) // a vec8 fits one register only with AVX
+    __asm__("" : "+v"(v));
+#endif
+    return v;
+}
+
+// A fixed summation order, so that results never depend on how a caller was unrolled.
+static inline float sum8(vec8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+
+// out[t][o * step] = bias[o * step] + dot(x row t, w row o * step) for a block of TB token rows and OB
+// weight rows (step rows apart: 1 in a batch, more when decode walks several streams of rows at once).
+// Each weight vector loaded is used TB times and each input vector OB times from registers: this reuse
+// is what lets a batched prefill run near the FMA peak while a T = 1 decode is limited by memory.
+// Called with constant TB and OB, so the compiler unrolls it into straight-line vector code.
+static inline __attribute__((always_inline)) void
+dot_block(float *out, size_t ldo, const float *x, size_t ldx, const float *w, size_t ldw, const float *bias,
+          int n, size_t step, const int TB, const int OB) {
+    vec8 acc[4][4];
+    float tail[4][4];
+    for (int t = 0; t < TB; t++)
+        for (int o = 0; o < OB; o++) {
+            acc[t][o] = (vec8){0};
+            tail[t][o] = 0.0f;
+        }
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        vec8 xv[4];
+        for (int t = 0; t < TB; t++) xv[t] = in_register(load8(x + t * ldx + k));
+        for (int o = 0; o < OB; o++) {
+            vec8 wv = in_register(load8(w + o * step * ldw + k));
+            for (int t = 0; t < TB; t++) acc[t][o] = fma8(xv[t], wv, acc[t][o]);
+        }
+    }
+    for (; k < n; k++) // the last n % 8 inputs (only tiny test models have any)
+        for (int t = 0; t < TB; t++)
+            for (int o = 0; o < OB; o++) tail[t][o] += x[t * ldx + k] * w[o * step * ldw + k];
+    for (int t = 0; t < TB; t++)
+        for (int o = 0; o < OB; o++)
+            out[t * ldo + o * step] = (bias ? bias[o * step] : 0.0f) + (sum8(acc[t][o]) + tail[t][o]);
+}
+
+// The same block for any tb <= 4, ob <= 4: dispatches to a constant-shaped copy.
+static void dot_block_any(float *out, size_t ldo, const float *x, size_t ldx, const float *w, size_t ldw,
+                          const float *bias, int n, size_t step, int tb, int ob) {
+#define DOT_CASE(TB, OB) \
+    case (TB) * 8 + (OB): dot_block(out, ldo, x, ldx, w, ldw, bias, n, step, TB, OB); return;
+    switch (tb * 8 + ob) {
+        DOT_CASE(1, 1) DOT_CASE(1, 2) DOT_CASE(1, 3) DOT_CASE(1, 4)
+        DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4)
+        DOT_CASE(3, 1) DOT_CASE(3, 2) DOT_CASE(3, 3) DOT_CASE(3, 4)
+        DOT_CASE(4, 1) DOT_CASE(4, 2) DOT_CASE(4, 3) DOT_CASE(4, 4)
+    }
+#undef DOT_CASE
+}
+
+// matmul for T <= 4 token rows (a decode step): every weight is used at most 4 times, so the time is the
+// time to read the weights once, and the access pattern decides it. Each thread takes a contiguous share
+// of the weight rows and walks the four quarters of its share side by side: four long sequential streams
+// that the hardware prefetchers follow. (Four adjacent rows at a time, as the batched path below does,
+// restarts the streams every 4 rows.)
+static void matmul_streaming(float *out, const float *in, const float *w, const float *bias, int T, int n_in,
+                             int n_out) {
+#pragma omp parallel
+    {
+        int share = (n_out + omp_get_num_threads() - 1) / omp_get_num_threads();
+        int o0 = omp_get_thread_num() * share, o1 = o0 + share < n_out ? o0 + share : n_out;
+        int quarter = o1 > o0 ? (o1 - o0) / 4 : 0;
+        for (int i = 0; i < quarter; i++) { // rows o0 + i, then a quarter, a half, three quarters further on
+            int o = o0 + i;
+            dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w + (size_t)o * n_in, (size_t)n_in,
+                          bias ? bias + o : NULL, n_in, (size_t)quarter, T, 4);
+        }
+        for (int o = o0 + 4 * quarter; o < o1; o++) // the last (o1 - o0) % 4 rows
+            dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w + (size_t)o * n_in, (size_t)n_in,
+                          bias ? bias + o : NULL, n_in, 1, T, 1);
+    }
+}
+
+// matmul()'s twin. Threads split the output rows, so each streams its own share of the weights. Within a thread, a tile
+// of weight rows small enough to stay in L2 is reused by every token row before moving on. Both paths
+// compute each output with the same dot_block arithmetic, so a row's result does not depend on T.
+static void matmul_tuned(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out) {
+    if (T <= 4) {
+        matmul_streaming(out, in, w, bias, T, n_in, n_out);
+        return;
+    }
+    int tile = (int)(128 * 1024 / ((size_t)n_in * sizeof(float))); // weight rows per ~128 KiB tile
+    tile = tile < 4 ? 4 : tile / 4 * 4;
+    int n_tiles = (n_out + tile - 1) / tile;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n_tiles; i++) {
+        int o_end = (i + 1) * tile < n_out ? (i + 1) * tile : n_out;
+        for (int t = 0; t < T; t += 4) {
+            int tb = T - t < 4 ? T - t : 4;
+            for (int o = i * tile; o < o_end; o += 4) {
+                int ob = o_end - o < 4 ? o_end - o : 4;
+                dot_block_any(out + (size_t)t * n_out + o, (size_t)n_out, in + (size_t)t * n_in, (size_t)n_in,
+                              w + (size_t)o * n_in, (size_t)n_in, bias ? bias + o : NULL, n_in, 1, tb, ob);
+            }
+        }
+    }
+}
+
+// e^x in plain float arithmetic, for the GELU and softmax loops. libm's expf is a call per element, which
+// keeps those loops scalar; this is inlined and vectorized, and it performs the same operations in a
+// vector lane as in a scalar tail, so a value never depends on where it sat in the batch.
+// x = n ln2 + r with |r| <= ln2 / 2, so e^x = 2^n e^r; e^r is its Taylor series to r^7 (the next term is
+// below 6e-9 relative) and 2^n is built directly in the float's exponent bits. Measured on every float
+// in [-87, 88]: within 1.3 ulp of the exact e^x (tests/test_kernels.c checks 2 ulp).
+static inline float exp_fast(float x) {
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x; // keeps 2^n a normal float (e^-87 is 1.6e-38); NaN stays NaN
+    // t = x / ln2 + 1.5 * 2^23. A float that large has no fraction bits, so the addition rounds x / ln2 to
+    // the nearest integer n, and n sits in t's low mantissa bits (floorf would keep the loop scalar).
+    const float shift = 12582912.0f;
+    float t = x * 1.44269504f + shift;
+    float n = t - shift;
+    float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; // x - n ln2; ln2 split so that n * 0.693359375 is exact
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    uint32_t bits; // 2^n: exponent field n + 127, mantissa 0. Unsigned, so a NaN input is NaN out, not UB.
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits + 127) << 23; // t's bits are 0x4B400000 + n: the shift keeps only n + 127 (1 .. 254)
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+// gelu()'s twin: 0.5 u (1 + tanh(z)) written as u * sigmoid(2z), the same function with one exp instead of
+// a tanh, and that exp is exp_fast, so the loop vectorizes.
+static void gelu_tuned(float *x, size_t n) {
+    const float s = 0.7978845608028654f; // sqrt(2/pi)
+#pragma omp parallel for schedule(static) if (n >= 65536)
+    for (size_t i = 0; i < n; i++) {
+        float u = x[i];
+        float z = s * (u + 0.044715f * u * u * u);
+        x[i] = u / (1.0f + exp_fast(-2.0f * z));
+    }
+}
+
+// x[0] + ... + x[n-1] in eight interleaved partial sums: vectorized, and always the same order for a given n.
+static float sum_floats(const float *x, int n) {
+    vec8 acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc += load8(x + i);
+    float sum = sum8(acc);
+    for (; i < n; i++) sum += x[i];
+    return sum;
+}
+
+// For R rows of attention weights (ldw apart) and the value rows v (ldv apart): out row r (ldo apart) =
+// sum over j < n + r of weights[r][j] * v row j, the causal shape of R consecutive query rows. Columns go
+// 32 at a time: each value vector loaded serves all R rows from registers, and each column is summed over
+// j in order, so a row's result does not depend on R or on how the columns were grouped.
+static inline __attribute__((always_inline)) void
+weighted_sum_block(float *out, size_t ldo, const float *weights, size_t ldw, const float *v, size_t ldv, int n,
+                   int dim, const int R) {
+    int i = 0;
+    for (; i + 32 <= dim; i += 32) {
+        vec8 acc[ATT_ROWS][4];
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < 4; c++) acc[r][c] = (vec8){0};
+        for (int j = 0; j < n + R - 1; j++) {
+            const float *vj = v + j * ldv + i;
+            vec8 vv[4];
+            for (int c = 0; c < 4; c++) vv[c] = in_register(load8(vj + 8 * c));
+            for (int r = 0; r < R; r++) {
+                if (j >= n + r) continue; // past row r's last key
+                vec8 wj = (vec8){0} + weights[r * ldw + j];
+                for (int c = 0; c < 4; c++) acc[r][c] = fma8(wj, vv[c], acc[r][c]);
+            }
+        }
+        for (int r = 0; r < R; r++) memcpy(out + r * ldo + i, acc[r], sizeof acc[r]);
+    }
+    for (; i < dim; i++) // the last dim % 32 columns (only tiny test models have any)
+        for (int r = 0; r < R; r++) {
+            float a = 0.0f;
+            for (int j = 0; j < n + r; j++) a = a + weights[r * ldw + j] * v[j * ldv + i];
+            out[r * ldo + i] = a;
+        }
+}
+
+// The same for any R <= ATT_ROWS: dispatches to a constant-shaped copy.
+static void weighted_sum(float *out, size_t ldo, const float *weights, size_t ldw, const float *v, size_t ldv, int n,
+                         int dim, int rows) {
+    switch (rows) {
+    case 1: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 1); return;
+    case 2: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 2); return;
+    case 3: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 3); return;
+    default: weighted_sum_block(out, ldo, weights, ldw, v, ldv, n, dim, 4); return;
+    }
+}
+
+// attention()'s twin. A job is up to ATT_ROWS consecutive rows of one head, with ATT_ROWS rows of scores per
+// thread. Jobs are dealt round-robin because later rows see more keys (a plain split would leave one
+// thread with all the long rows).
+static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int layer, int T, int pos, int n_head,
+                            float *scores_all) {
+    int C = kv->dim, hs = C / n_head, n_ctx = kv->n_ctx;
+    int row_blocks = (T + ATT_ROWS - 1) / ATT_ROWS;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for schedule(static, 1)
+    for (int job = 0; job < row_blocks * n_head; job++) {
+        int t0 = job / n_head * ATT_ROWS, h = job % n_head;
+        int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+        float *scores = scores_all + (size_t)omp_get_thread_num() * ATT_ROWS * n_ctx;
+        // scores[r][j] = q_r . k_j for every key the block's last row sees; an earlier row ignores the
+        // few keys past its own position (the causal mask).
+        int n_keys_max = pos + t0 + rows;
+        for (int j = 0; j < n_keys_max; j += 4) {
+            int nk = n_keys_max - j < 4 ? n_keys_max - j : 4;
+            dot_block_any(scores + j, (size_t)n_ctx, qkv + (size_t)t0 * 3 * C + h * hs, (size_t)3 * C,
+                          kv_key(kv, layer, j) + h * hs, (size_t)C, NULL, hs, 1, rows, nk);
+        }
+        for (int r = 0; r < rows; r++) {
+            float *s = scores + (size_t)r * n_ctx;
+            int n_keys = pos + t0 + r + 1; // this token sees itself and everything before it
+            float max = -INFINITY;
+            for (int j = 0; j < n_keys; j++) {
+                s[j] *= scale;
+                if (s[j] > max) max = s[j];
+            }
+            for (int j = 0; j < n_keys; j++) s[j] = exp_fast(s[j] - max);
+            float sum = sum_floats(s, n_keys);
+            for (int j = 0; j < n_keys; j++) s[j] /= sum; // softmax: the attention weights
+        }
+        weighted_sum(out + (size_t)t0 * C + h * hs, (size_t)C, scores, (size_t)n_ctx, kv_value(kv, layer, 0) + h * hs,
+                     (size_t)C, pos + t0 + 1, hs, rows);
+    }
+}
+

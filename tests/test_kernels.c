@@ -1,6 +1,7 @@
 // Unit tests of run.c's pieces, compiled with run.c included (its main() is left out).
-// Kernels are checked against straightforward double-precision loops written here, and against
-// themselves split differently (a row must come out bit-identical whatever chunk it was computed in).
+// Both kernel sets, the plain loops (--reference) and their tuned twins, are checked against
+// straightforward double-precision loops written here, against each other, and against themselves split
+// differently (a row must come out bit-identical whatever chunk it was computed in).
 #define RUN_C_NO_MAIN
 #include "../run.c"
 
@@ -27,9 +28,9 @@ static float *random_floats(size_t n) {
     return a;
 }
 
-static void test_matmul(void) {
+static void test_matmul(const Kernels *set, const char *name) {
     const int Ts[] = {1, 2, 3, 4, 5, 7, 9, 16}, ins[] = {1, 3, 8, 13, 64, 77}, outs[] = {1, 3, 4, 5, 17, 40, 203};
-    double worst = 0.0;
+    double worst = 0.0, twin = 0.0; // twin: the largest difference from the plain matmul(), relative
     int identical = 1;
     for (int a = 0; a < 8; a++)
         for (int b = 0; b < 6; b++)
@@ -37,7 +38,9 @@ static void test_matmul(void) {
                 int T = Ts[a], n_in = ins[b], n_out = outs[c];
                 float *x = random_floats((size_t)T * n_in), *w = random_floats((size_t)n_out * n_in);
                 float *bias = random_floats(n_out), *y = random_floats((size_t)T * n_out), *y1 = random_floats(n_out);
-                matmul(y, x, w, bias, T, n_in, n_out);
+                float *plain = random_floats((size_t)T * n_out);
+                set->matmul(y, x, w, bias, T, n_in, n_out);
+                matmul(plain, x, w, bias, T, n_in, n_out);
                 for (int t = 0; t < T; t++)
                     for (int o = 0; o < n_out; o++) {
                         double ref = bias[o], mag = fabs(bias[o]);
@@ -47,21 +50,25 @@ static void test_matmul(void) {
                         }
                         double err = fabs(y[t * n_out + o] - ref) / mag;
                         if (err > worst) worst = err;
+                        err = fabs(y[t * n_out + o] - plain[t * n_out + o]) / mag;
+                        if (err > twin) twin = err;
                     }
                 for (int t = 0; t < T; t++) { // each row alone, as a decode step computes it
-                    matmul(y1, x + t * n_in, w, bias, 1, n_in, n_out);
+                    set->matmul(y1, x + t * n_in, w, bias, 1, n_in, n_out);
                     if (memcmp(y1, y + t * n_out, n_out * sizeof(float)) != 0) {
                         if (identical) printf("# first differing shape: T=%d n_in=%d n_out=%d row %d\n", T, n_in, n_out, t);
                         identical = 0;
                     }
                 }
-                free(x), free(w), free(bias), free(y), free(y1);
+                free(x), free(w), free(bias), free(y), free(y1), free(plain);
             }
-    check(worst < 1e-6, "matmul matches a double-precision reference on 336 shapes (worst relative error %.2e)", worst);
-    check(identical, "matmul gives bit-identical rows whether computed in a batch or one at a time");
+    check(worst < 1e-6, "%s matmul matches a double-precision reference on 336 shapes (worst relative error %.2e)", name, worst);
+    if (set != &PLAIN_KERNELS)
+        check(twin < 2e-6, "%s matmul agrees with the plain matmul() on 336 shapes (worst relative difference %.2e)", name, twin);
+    check(identical, "%s matmul gives bit-identical rows whether computed in a batch or one at a time", name);
 }
 
-static void test_layernorm_gelu(void) {
+static void test_layernorm(void) {
     int T = 3, C = 37;
     float *x = random_floats(T * C), *w = random_floats(C), *b = random_floats(C), *y = random_floats(T * C);
     for (int i = 0; i < T * C; i++) x[i] = x[i] * 3 + 1;
@@ -79,17 +86,27 @@ static void test_layernorm_gelu(void) {
         }
     }
     check(worst < 1e-5, "layernorm matches a double-precision reference (worst abs error %.2e)", worst);
+    free(x), free(w), free(b), free(y);
+}
 
+static void test_gelu(const Kernels *k, const char *name) {
     float u[201];
+    double worst = 0;
     for (int i = 0; i < 201; i++) u[i] = (i - 100) * 0.1f;
-    gelu(u, 201);
-    worst = 0;
+    k->gelu(u, 201);
     for (int i = 0; i < 201; i++) {
         double v = (i - 100) * 0.1, ref = 0.5 * v * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (v + 0.044715 * v * v * v)));
         if (fabs(u[i] - ref) > worst) worst = fabs(u[i] - ref);
     }
-    check(worst < 1e-5, "gelu matches GPT-2's tanh formula on [-10, 10] (worst abs error %.2e)", worst);
-    free(x), free(w), free(b), free(y);
+    check(worst < 1e-5, "%s gelu matches GPT-2's tanh formula on [-10, 10] (worst abs error %.2e)", name, worst);
+    if (k != &PLAIN_KERNELS) {
+        float plain[201];
+        double twin = 0;
+        for (int i = 0; i < 201; i++) plain[i] = (i - 100) * 0.1f;
+        gelu(plain, 201);
+        for (int i = 0; i < 201; i++) twin = fmax(twin, fabs(u[i] - plain[i]));
+        check(twin < 1e-5, "%s gelu agrees with the plain gelu() (worst abs difference %.2e)", name, twin);
+    }
 }
 
 // exp_fast against the exact exponential on a sample of every float in its range, and GELU (which uses
@@ -113,30 +130,36 @@ static void test_exp(void) {
     enum { N = 1003 };
     float *batch = random_floats(N), one[N];
     for (int i = 0; i < N; i++) batch[i] = one[i] = batch[i] * 12;
-    gelu(batch, N);
-    for (int i = 0; i < N; i++) gelu(&one[i], 1);
-    check(memcmp(batch, one, sizeof one) == 0, "gelu gives the same bits in a %d-element call as one at a time", N);
+    gelu_tuned(batch, N);
+    for (int i = 0; i < N; i++) gelu_tuned(&one[i], 1);
+    check(memcmp(batch, one, sizeof one) == 0, "gelu_tuned gives the same bits in a %d-element call as one at a time", N);
     free(batch);
 }
 
 // Attention for T rows computed in one pass, in uneven chunks (as prefill + decode do), and by a
 // double-precision reference; the first two must agree bit for bit. Two shapes: a head size of 11 takes
 // the scalar tails only, 72 the vector loops (64 columns) and a tail.
-static void test_attention_shape(int n_head, int hs, int T, const int *chunks, int n_chunks) {
+static void test_attention_shape(const Kernels *k, const char *name, int n_head, int hs, int T, const int *chunks,
+                                 int n_chunks) {
     int C = n_head * hs;
     Config cfg = {.n_layer = 1, .n_head = n_head, .n_embd = C, .n_ctx = T, .vocab_size = 1, .ln_eps = 1e-5f};
     KVCache kv;
     kv_cache_init(&kv, &cfg);
     float *qkv = random_floats((size_t)T * 3 * C), *one = random_floats((size_t)T * C), *chunked = random_floats((size_t)T * C);
+    float *plain = random_floats((size_t)T * C);
     float *scores = xmalloc((size_t)omp_get_max_threads() * ATT_ROWS * cfg.n_ctx * sizeof(float), "test");
     double *s = xmalloc((size_t)T * sizeof(double), "test");
     kv_cache_store(&kv, 0, 0, T, qkv);
-    attention(one, qkv, &kv, 0, T, 0, n_head, scores);
+    k->attention(one, qkv, &kv, 0, T, 0, n_head, scores);
+    attention(plain, qkv, &kv, 0, T, 0, n_head, scores);
     for (int c = 0, pos = 0; c < n_chunks; pos += chunks[c++])
-        attention(chunked + pos * C, qkv + pos * 3 * C, &kv, 0, chunks[c], pos, n_head, scores);
+        k->attention(chunked + pos * C, qkv + pos * 3 * C, &kv, 0, chunks[c], pos, n_head, scores);
     check(memcmp(one, chunked, (size_t)T * C * sizeof(float)) == 0,
-          "attention rows (head size %d, %d rows) are bit-identical computed at once or in chunks", hs, T);
-    double worst = 0;
+          "%s attention rows (head size %d, %d rows) are bit-identical computed at once or in chunks", name, hs, T);
+    double worst = 0, twin = 0;
+    for (size_t i = 0; i < (size_t)T * C; i++) twin = fmax(twin, fabs(one[i] - plain[i]));
+    if (k != &PLAIN_KERNELS)
+        check(twin < 1e-6, "%s attention agrees with the plain attention() (head size %d, worst abs difference %.2e)", name, hs, twin);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < n_head; h++) {
             double max = -1e300, sum = 0;
@@ -153,16 +176,16 @@ static void test_attention_shape(int n_head, int hs, int T, const int *chunks, i
                 if (fabs(one[t * C + h * hs + i] - ref) > worst) worst = fabs(one[t * C + h * hs + i] - ref);
             }
         }
-    check(worst < 1e-5, "causal attention (head size %d) matches a double-precision reference (worst abs error %.2e)", hs, worst);
+    check(worst < 1e-5, "%s causal attention (head size %d) matches a double-precision reference (worst abs error %.2e)", name, hs, worst);
     check(kv_bytes_per_token(&kv) == 2 * 1 * (size_t)C * 4, "kv cache bytes/token = 2 x n_layer x n_embd x 4");
     kv_cache_free(&kv);
-    free(qkv), free(one), free(chunked), free(scores), free(s);
+    free(qkv), free(one), free(chunked), free(plain), free(scores), free(s);
 }
 
-static void test_attention(void) {
+static void test_attention(const Kernels *k, const char *name) {
     const int small[] = {4, 1, 1, 3}, wide[] = {6, 1, 5, 2, 1, 1, 7};
-    test_attention_shape(3, 11, 9, small, 4);
-    test_attention_shape(2, 72, 23, wide, 7);
+    test_attention_shape(k, name, 3, 11, 9, small, 4);
+    test_attention_shape(k, name, 2, 72, 23, wide, 7);
     Config gpt2_small = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_ctx = 1024, .vocab_size = 50257, .ln_eps = 1e-5f};
     KVCache gpt2 = {.n_layer = gpt2_small.n_layer, .n_ctx = gpt2_small.n_ctx, .dim = gpt2_small.n_embd, .len = 1024};
     check(kv_bytes_per_token(&gpt2) == 73728 && kv_bytes_used(&gpt2) == 72u << 20, "GPT-2 small: 73728 bytes (72 KiB) per token, 72 MiB at 1024 tokens");
@@ -294,10 +317,14 @@ static void test_model_parse(void) {
 }
 
 int main(void) {
-    test_matmul();
-    test_layernorm_gelu();
+    test_matmul(&PLAIN_KERNELS, "plain");
+    test_matmul(&TUNED_KERNELS, "tuned");
+    test_layernorm();
+    test_gelu(&PLAIN_KERNELS, "plain");
+    test_gelu(&TUNED_KERNELS, "tuned");
     test_exp();
-    test_attention();
+    test_attention(&PLAIN_KERNELS, "plain");
+    test_attention(&TUNED_KERNELS, "tuned");
     test_sampler();
     test_model_parse();
     return n_failed != 0;

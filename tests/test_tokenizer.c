@@ -271,7 +271,7 @@ static void tt_huge(const Tokenizer *t, const char *name, const char *unit, size
 // ---------------------------------------------------------------------------------------------------------
 // tokenizer_init on bad files
 
-static uint32_t tt_get(const unsigned char *p, size_t off) { return tok_read_u32(p + off); }
+static uint32_t tt_get(const unsigned char *p, size_t off) { return read_u32(p + off); }
 
 static void tt_put(unsigned char *p, size_t off, uint32_t v) {
     p[off] = (unsigned char)v, p[off + 1] = (unsigned char)(v >> 8);
@@ -281,7 +281,7 @@ static void tt_put(unsigned char *p, size_t off, uint32_t v) {
 // Expects init to fail on data[0..size) with a one-line message.
 static void tt_expect_reject(const char *what, const unsigned char *data, size_t size) {
     unsigned char *copy = malloc(size ? size : 1);
-    char name[160], err[256], why[320];
+    char name[160], err[ERR_LEN], why[ERR_LEN + 64];
     snprintf(name, sizeof name, "tokenizer_init rejects %s", what);
     if (!copy) {
         tt_result(0, name, "out of memory in the test");
@@ -290,7 +290,7 @@ static void tt_expect_reject(const char *what, const unsigned char *data, size_t
     if (size) memcpy(copy, data, size);
     memset(err, 'x', sizeof err);
     Tokenizer t;
-    int rc = tokenizer_init(&t, copy, size, err, sizeof err);
+    int rc = tokenizer_init(&t, copy, size, err);
     if (rc == 0) {
         tokenizer_free(&t);
         tt_result(0, name, "accepted");
@@ -342,9 +342,9 @@ static void tt_handmade(void) {
     size_t size;
     unsigned char *p = tt_make_file(extra, 2, ok_merges, 2, &size);
     Tokenizer t;
-    char err[256];
+    char err[ERR_LEN];
     int ok = 0;
-    if (p && tokenizer_init(&t, p, size, err, sizeof err) == 0) {
+    if (p && tokenizer_init(&t, p, size, err) == 0) {
         int *ids;
         size_t n;
         const unsigned char text[] = "xabc abcab";
@@ -446,11 +446,11 @@ static void tt_corruptions(const unsigned char *good, size_t size) {
     int all = 1;
     for (size_t n = 0; n < size; n = n < 4096 ? n + 1 : n + 4093) {
         Tokenizer t;
-        char err[128];
+        char err[ERR_LEN];
         unsigned char *exact = malloc(n ? n : 1);
         if (!exact) break;
         memcpy(exact, good, n);
-        if (tokenizer_init(&t, exact, n, err, sizeof err) == 0) {
+        if (tokenizer_init(&t, exact, n, err) == 0) {
             all = 0;
             tokenizer_free(&t);
         }
@@ -470,8 +470,8 @@ static void tt_corruptions(const unsigned char *good, size_t size) {
             p[at] ^= (unsigned char)(1u << ((x >> 40) % 8));
         }
         Tokenizer t;
-        char err[128];
-        if (tokenizer_init(&t, p, size, err, sizeof err) == 0) {
+        char err[ERR_LEN];
+        if (tokenizer_init(&t, p, size, err) == 0) {
             accepted++;
             int *ids;
             size_t n;
@@ -499,8 +499,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     Tokenizer t;
-    char err[256];
-    if (tokenizer_init(&t, data, size, err, sizeof err) != 0) {
+    char err[ERR_LEN];
+    if (tokenizer_init(&t, data, size, err) != 0) {
         printf("not ok - tokenizer_init accepts %s: %s\n", argv[1], err);
         free(data);
         return 1;

@@ -63,7 +63,7 @@ static void check_model(const Model *m) {
 }
 
 // A few tokens through the engine: prefill, cached decode and the sampler, with settings drawn from the
-// image's bytes so different inputs try greedy, top-k and top-p.
+// image's bytes so different inputs try greedy, top-k and top-p, and both kernel sets.
 static void run_small(const Model *m, const unsigned char *data, size_t size) {
     const Config *c = &m->config;
     if ((uint64_t)c->n_ctx * c->n_embd > 4096 || c->vocab_size > 4096) return;
@@ -71,7 +71,7 @@ static void run_small(const Model *m, const unsigned char *data, size_t size) {
     RunState s;
     KVCache kv;
     Sampler sm;
-    run_state_init(&s, c);
+    run_state_init(&s, c, (k & 16) ? &PLAIN_KERNELS : &TUNED_KERNELS);
     kv_cache_init(&kv, c);
     float temperature = (k & 3) == 0 ? 0.0f : (float)(k & 3) * 0.5f;
     float top_p = (k & 4) ? 1.0f : 0.9f;
@@ -83,7 +83,7 @@ static void run_small(const Model *m, const unsigned char *data, size_t size) {
     kv.len = 0;
     forward(m, &s, &kv, seq, 1, 0);
     for (int i = 1; i < n; i++) {
-        compute_logits(m, s.logits, s.xn, 1);
+        compute_logits(m, &s, s.xn, 1);
         int next = sample(&sm, s.logits, c->vocab_size);
         if (next < 0 || next >= c->vocab_size) {
             fprintf(stderr, "sampled id %d outside 0..%d\n", next, c->vocab_size - 1);

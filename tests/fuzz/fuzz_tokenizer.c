@@ -18,7 +18,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argv;
     const char *path = getenv("TOKENIZER_BIN") ? getenv("TOKENIZER_BIN") : TOKENIZER_PATH;
     char err[ERR_LEN];
-    if (map_file(&g_file, path, "tokenizer", err) != 0 || tokenizer_init(&g_tok, g_file.data, g_file.size, err, sizeof err) != 0) {
+    if (map_file(&g_file, path, "tokenizer", err) != 0 || tokenizer_init(&g_tok, g_file.data, g_file.size, err) != 0) {
         fprintf(stderr, "fuzz_tokenizer: %s\n", err);
         exit(1);
     }

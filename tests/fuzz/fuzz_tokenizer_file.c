@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[ERR_LEN];
     memset(err, 'x', sizeof err);
     err[0] = '\0';
-    if (tokenizer_init(&t, buf, size, err, sizeof err) != 0) {
+    if (tokenizer_init(&t, buf, size, err) != 0) {
         require_one_line_error(err, sizeof err);
         free(buf);
         return 0;
