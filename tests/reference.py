@@ -7,7 +7,8 @@ export_gpt2.py or run.c: it has its own safetensors reader and works on the HF l
 
     params = load(dir)
     logits(params, ids)          -> [T, V] float64, row t = distribution of token t+1
-    greedy(params, prompt, n)    -> generated ids (argmax, ties -> lowest id; stops at n_ctx)
+    greedy(params, prompt, n)    -> generated ids (argmax, ties -> lowest id; stops at n_ctx and, as
+                                    ./run does without --ignore-eos, at <|endoftext|>, which it leaves out)
     ppl(params, ids)             -> (tokens, mean_nll, perplexity) with the --ppl chunking rule
 """
 
@@ -107,20 +108,23 @@ def last_logits(p, ids):
     return hidden(p, ids)[-1] @ p["w"]["wte.weight"].T
 
 
-def greedy_steps(p, prompt, n):
-    """(generated ids, [k, V] logits each was chosen from); stops when the sequence fills n_ctx."""
+def greedy_steps(p, prompt, n, stop_at_eot=True):
+    """(generated ids, [k, V] logits each was chosen from); stops when the sequence fills n_ctx, and with
+    stop_at_eot when the choice is <|endoftext|> (EOT): that token and its row are not returned."""
     seq, out, rows = list(prompt), [], []
     while len(out) < n and len(seq) < p["n_ctx"]:
         lg = last_logits(p, seq)
         t = int(np.argmax(lg))  # first maximum = lowest id on ties
+        if stop_at_eot and t == EOT:
+            break
         rows.append(lg)
         out.append(t)
         seq.append(t)
     return out, np.array(rows).reshape(len(rows), p["vocab_size"])
 
 
-def greedy(p, prompt, n):
-    return greedy_steps(p, prompt, n)[0]
+def greedy(p, prompt, n, stop_at_eot=True):
+    return greedy_steps(p, prompt, n, stop_at_eot)[0]
 
 
 def ppl(p, ids):

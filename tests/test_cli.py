@@ -3,7 +3,8 @@
 
 Every error case must end the program with exit status 1, exactly one line on stderr that starts with
 "error: " and names the problem (checked by keyword), and nothing on stdout; never a crash, a hang or a
-success that prints garbage. Also checks -n 0 and --help, which must succeed.
+success that prints garbage. Also checks what must succeed: -n 0, --help, and the prompt's exact text
+first on stdout (--prompt-ids in text mode, against the tokenizer fixture's ids; -f - from a pipe).
 
     /usr/bin/python3 tests/test_cli.py          (uses ./run, built by `make`; builds nothing itself)
 Environment: GPT2C_RUN=path/to/run to test another build (e.g. a sanitizer build; RUN_BIN also works), RUN_WRAPPER="valgrind -q"
@@ -24,12 +25,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from make_hf_model import exported_model  # noqa: E402
+from ref_tokenizer import parse_fixture  # noqa: E402
 from tap import exit_status, report  # noqa: E402
 
 RUN = os.path.abspath(os.environ.get("GPT2C_RUN") or os.environ.get("RUN_BIN") or os.path.join(ROOT, "run"))
 WRAPPER = shlex.split(os.environ.get("RUN_WRAPPER", ""))
 TIMEOUT = float(os.environ.get("RUN_TIMEOUT", "20"))
 TOK = os.path.join(ROOT, "tokenizer.bin")
+FIXTURE = os.path.join(HERE, "tokenizer_fixture.txt")
 HEADER_BYTES = 256  # README, "model.bin": the header, then the tensors
 FIELD_OFFSET = {"n_layer": 8, "n_head": 12, "n_embd": 16, "n_ctx": 20, "vocab": 24, "eps": 28}
 
@@ -82,8 +85,8 @@ def check_error(name, args, keywords, cwd=None, stdin_bytes=b"", exe=None, allow
     report(name, "; ".join(problems))
 
 
-def check_success(name, args, want_stdout=None, stdout_check=None, cwd=None):
-    r = run(args, cwd)
+def check_success(name, args, want_stdout=None, stdout_check=None, cwd=None, stdin_bytes=b""):
+    r = run(args, cwd, stdin_bytes)
     if r is None:
         return report(name, "hung (no exit within %gs)" % TIMEOUT)
     problems = []
@@ -99,6 +102,22 @@ def check_success(name, args, want_stdout=None, stdout_check=None, cwd=None):
             problems.append(why)
     report(name, "; ".join(problems))
     return r
+
+
+def prompt_text_cases(wide):
+    """--prompt-ids in text mode prints the prompt's text first, as -p does. The ids and their text are the
+    tokenizer fixture's (ids from independent encoders): the first case of each group that fits in 12 ids."""
+    groups = set()
+    for _, group, data, ids, _ in parse_fixture(FIXTURE):
+        if group in groups or not 0 < len(ids) <= 12:
+            continue
+        groups.add(group)
+        args = [wide, "--prompt-ids", " ".join(map(str, ids)), "-q", "-z", TOK]
+        check_success("--prompt-ids in text mode, -n 0, prints the prompt's text (%s: %s)" % (group, short(data, 40)),
+                      args + ["-n", "0"], want_stdout=data)
+        check_success("--prompt-ids in text mode, -n 3, starts with the prompt's text (%s)" % group,
+                      args + ["-n", "3", "-s", "1"],
+                      stdout_check=lambda out: None if out.startswith(data) else "stdout %s" % short(out))
 
 
 def main():
@@ -134,7 +153,8 @@ def cases(tmp, have_tok):
 
     # ---------------- the model file ----------------
     check_error("model: no model given", ["-p", "hi"], ["model"])
-    check_error("model: path does not exist", [path("nope.bin")] + ids_ok, [("no such file", "cannot open")])
+    check_error("model: path does not exist, with a hint how to make one", [path("nope.bin")] + ids_ok,
+                [("no such file", "cannot open"), "hint", ("export_gpt2.py", "make random-model")])
     check_error("model: empty file", [put("empty.bin", b"")] + ids_ok, ["empty"])
     check_error("model: is a directory", [tmp] + ids_ok, ["directory"])
     check_error("model: 100 bytes (shorter than the header)", [put("short.bin", good[:100])] + ids_ok, ["too small"])
@@ -361,6 +381,14 @@ def cases(tmp, have_tok):
                       [wide, "-p", " a" * 16, "-n", "0", "-q"] + Z, want_stdout=b" a" * 16)
         check_success("-n 5 with a prompt exactly as long as the context stops at the limit",
                       [wide, "-p", " a" * 16, "-n", "5", "-q"] + Z, want_stdout=b" a" * 16)
+    if have_tok:
+        prompt_text_cases(wide)
+        for data in (b"Hello world\n", b"line one\nline two\n\n"):
+            check_success("-f - from a pipe keeps the trailing newline: %r, -n 0" % data, [wide, "-f", "-", "-n", "0", "-q"] + Z,
+                          want_stdout=data, stdin_bytes=data)
+            check_success("-f - from a pipe keeps the trailing newline: %r, -n 3" % data,
+                          [wide, "-f", "-", "-n", "3", "-s", "1", "-q"] + Z, stdin_bytes=data,
+                          stdout_check=lambda out, data=data: None if out.startswith(data) else "stdout %s" % short(out))
     check_success("-n 0 with --print-ids prints an empty line", [tiny, "--prompt-ids", "1 2", "--print-ids", "-n", "0", "-q"],
                   want_stdout=b"\n")
 
@@ -371,6 +399,9 @@ def cases(tmp, have_tok):
         return None
     check_success("generation runs to the context limit", [tiny, "--prompt-ids", "1 2 3", "--print-ids", "-n", "100",
                                                            "-q", "-s", "7"], stdout_check=ids_in_range)
+    check_success("--reference and --ignore-eos are accepted", [tiny, "--prompt-ids", "1 2 3", "--print-ids", "-n", "100",
+                                                             "-q", "-s", "7", "--reference", "--ignore-eos"],
+                  stdout_check=ids_in_range)
     check_success("-s 18446744073709551615 (2^64-1) is a valid seed",
                   [tiny, "--prompt-ids", "1", "--print-ids", "-n", "1", "-q", "-s", "18446744073709551615"])
     return exit_status()

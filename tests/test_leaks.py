@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Memory errors and leaks under valgrind: a full generation, --no-cache, --ppl, --tokenize, an error exit.
+"""Memory errors and leaks under valgrind: a full generation, --no-cache, --reference, --ppl, --tokenize, an error exit.
 
 valgrind cannot run the normal build on every machine (-march=native emits AVX-512 on CPUs that have it,
 and valgrind does not implement AVX-512), so this test compiles its own copy of run.c into a temporary
@@ -96,9 +96,14 @@ def main():
         valgrind("generate: text prompt, sampling, --timings, --logits", exe,
                  [model, "-p", "Hello world", "-n", "12", "-s", "1", "-t", "0.8", "--top-k", "20",
                   "--timings", out("t.csv"), "--logits", out("l.bin")] + Z)
-        valgrind("generate: empty prompt, top-p, to the context limit", exe, [model, "-n", "100", "-s", "2"] + Z)
+        valgrind("generate: empty prompt, top-p, --ignore-eos, to the context limit", exe,
+                 [model, "-n", "100", "-s", "2", "--ignore-eos"] + Z)
         valgrind("generate: --no-cache, greedy, --print-ids", exe,
                  [model, "-p", "Once upon a time", "-n", "6", "-t", "0", "--no-cache", "--print-ids", "-q"] + Z)
+        valgrind("generate: --reference (plain-loop kernels)", exe,
+                 [model, "-p", "Hello world", "-n", "4", "-s", "5", "--reference", "-q"] + Z)
+        valgrind("generate: --reference --no-cache", exe,
+                 [model, "-p", "Hello world", "-n", "4", "-s", "5", "--reference", "--no-cache", "-q"] + Z)
         valgrind("generate: --prompt-ids --print-ids, no tokenizer", exe,
                  [model, "--prompt-ids", "464 2068 7586", "--print-ids", "-n", "5", "-s", "3"])
         valgrind("generate: 2 OpenMP threads (definite leaks only)", exe,
