@@ -9,7 +9,8 @@
 
 CC      ?= cc
 PYTHON  ?= python3
-# Tests need numpy (Debian's python3-numpy), which is installed for the system interpreter.
+# The tests and random-model need numpy (Debian's python3-numpy), which is installed for the system
+# interpreter.
 TEST_PYTHON ?= /usr/bin/python3
 MODEL   ?= model.bin
 PROMPT  ?= Once upon a time
