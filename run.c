@@ -40,6 +40,7 @@
 static int omp_get_thread_num(void) { return 0; }
 static int omp_get_num_threads(void) { return 1; }
 static int omp_get_max_threads(void) { return 1; }
+static void omp_set_num_threads(int n) { (void)n; }
 #endif
 
 // ----------------------------------------------------------------------------
@@ -1168,6 +1169,11 @@ static int sample(Sampler *s, const float *logits, int V) {
 // ----------------------------------------------------------------------------
 // generation
 
+typedef struct ThreadTuner ThreadTuner; // in the tuned section: the thread count under load
+static ThreadTuner *thread_tuner_new(int max, int fixed);
+static int thread_tuner_step(ThreadTuner *t, double seconds);
+static void thread_tuner_report(const ThreadTuner *t);
+
 typedef struct {
     const Tokenizer *tok; // NULL when output is token ids
     int print_ids;
@@ -1177,6 +1183,7 @@ typedef struct {
     FILE *timings;         // per-token CSV, or NULL
     FILE *logits_out;      // raw logits of every sampled step, or NULL
     int quiet;
+    ThreadTuner *tuner;    // picks the thread count of each decode step (see "threads under load")
 } GenOptions;
 
 static void emit_token(const GenOptions *g, int id, int first) {
@@ -1223,6 +1230,7 @@ static void print_summary(const GenOptions *g, const KVCache *kv, StopReason why
     fprintf(stderr, "kv cache: %d of %d positions, %.1f MiB (%zu bytes/token)\n", kv->len, kv->n_ctx,
             (double)kv_bytes_used(kv) / (1024.0 * 1024.0), kv_bytes_per_token(kv));
     if (g->no_cache) fprintf(stderr, "note: with --no-cache these positions were recomputed from scratch at every step\n");
+    thread_tuner_report(g->tuner);
 }
 
 // Prefill the prompt, then sample, print and append one token at a time until -n tokens, the end of the
@@ -1253,6 +1261,7 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
         n_new++;
         advance(m, s, kv, seq, n_prompt + n_new, g->no_cache); // append its K and V for the next step
         double t = now_seconds();
+        omp_set_num_threads(thread_tuner_step(g->tuner, t - t_step)); // fewer threads if a core is busy
         if (g->timings)
             fprintf(g->timings, "%d,%d,%.4f,%zu\n", n_new, n_prompt + n_new - 1, (t - t_step) * 1e3, kv_bytes_used(kv));
         t_step = t;
@@ -1312,6 +1321,7 @@ typedef struct {
     float temperature, top_p;
     int top_k;
     uint64_t seed;
+    int threads;                // --threads, 0: adapt (OMP_NUM_THREADS or all cores at most)
     int seed_given, no_cache, tokenize, print_ids, quiet, ignore_eos, reference;
 } Options;
 
@@ -1336,6 +1346,8 @@ static void usage(FILE *out) {
         "  -s SEED            random seed (default: from the clock; printed on stderr)\n"
         "  --no-cache         recompute every key and value of the whole sequence at every step\n"
         "  --reference        run the plain-loop kernels (the lesson's code) instead of the tuned ones\n"
+        "  --threads N        use exactly N threads (default: all cores, or OMP_NUM_THREADS, and fewer\n"
+        "                     while decoding if another program keeps a core busy)\n"
         "Other modes and outputs:\n"
         "  --tokenize         print the prompt's token ids on one line and exit (MODEL not needed)\n"
         "  --ppl FILE         print the perplexity of the text in FILE and exit\n"
@@ -1345,7 +1357,6 @@ static void usage(FILE *out) {
         "  -z FILE            tokenizer (default: tokenizer.bin here, then next to this program)\n"
         "  -q                 no summary on stderr\n"
         "  -h, --help         this help\n"
-        "Threads: OMP_NUM_THREADS (default: all cores).\n"
         "Example: ./run model.bin -p \"Once upon a time\" -n 64 -t 0.8\n");
 }
 
@@ -1400,7 +1411,7 @@ static void parse_options(Options *o, int argc, char **argv) {
         }
         // flags with a value
         static const char *valued[] = {"-p", "-f", "--prompt-ids", "-n", "-t", "--top-p", "--top-k", "-s", "-z",
-                                       "--ppl", "--timings", "--logits"};
+                                       "--ppl", "--timings", "--logits", "--threads"};
         int known = 0;
         for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= strcmp(a, valued[k]) == 0;
         if (!known) die("unknown option '%s'; see --help", a);
@@ -1418,6 +1429,7 @@ static void parse_options(Options *o, int argc, char **argv) {
         else if (strcmp(a, "--ppl") == 0) o->ppl_path = v;
         else if (strcmp(a, "--timings") == 0) o->timings_path = v;
         else if (strcmp(a, "--logits") == 0) o->logits_path = v;
+        else if (strcmp(a, "--threads") == 0) o->threads = (int)parse_int(a, v, 1, 1024);
     }
     if ((o->prompt != NULL) + (o->prompt_file != NULL) + (o->prompt_ids != NULL) > 1)
         die("give the prompt one way only: -p, -f or --prompt-ids");
@@ -1533,12 +1545,12 @@ static int *prompt_ids(const Options *o, const Tokenizer *tok, const Config *c, 
     return ids;
 }
 
-static void print_model_line(const Model *m, double t_load) {
+static void print_model_line(const Model *m, double t_load, int fixed_threads) {
     const Config *c = &m->config;
     int threads = omp_get_max_threads();
-    fprintf(stderr, "model: %d layers, %d heads, %d wide, %d positions, %d tokens (%.1fM parameters, %.1f MB mapped in %.2f s), %d thread%s\n",
+    fprintf(stderr, "model: %d layers, %d heads, %d wide, %d positions, %d tokens (%.1fM parameters, %.1f MB mapped in %.2f s), %d thread%s%s\n",
             c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, model_param_count(c) / 1e6, m->file.size / 1e6,
-            t_load, threads, threads == 1 ? "" : "s");
+            t_load, threads, threads == 1 ? "" : "s", fixed_threads ? " (--threads)" : threads > 1 ? " (fewer under load)" : "");
 }
 
 static void run_perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids, int n_ids, int quiet) {
@@ -1597,11 +1609,13 @@ static void run_model(const Options *o, const Tokenizer *tok, const char *prompt
     }
     if (o->logits_path && !o->ppl_path) g.logits_out = open_output(o->logits_path, "--logits");
 
+    if (o->threads) omp_set_num_threads(o->threads);
+    g.tuner = thread_tuner_new(omp_get_max_threads(), o->threads != 0);
     RunState state;
     run_state_init(&state, c, o->reference ? &PLAIN_KERNELS : &TUNED_KERNELS);
     KVCache kv;
     kv_cache_init(&kv, c);
-    if (!o->quiet) print_model_line(&model, t_load);
+    if (!o->quiet) print_model_line(&model, t_load, o->threads != 0);
     if (o->ppl_path) {
         run_perplexity(&model, &state, &kv, ids, n_ids, o->quiet);
     } else {
@@ -1611,6 +1625,7 @@ static void run_model(const Options *o, const Tokenizer *tok, const char *prompt
         close_output(g.logits_out, "--logits");
     }
     free(ids);
+    free(g.tuner);
     kv_cache_free(&kv);
     run_state_free(&state);
     model_free(&model);
@@ -1774,7 +1789,7 @@ static void matmul_tuned(float *out, const float *in, const float *w, const floa
     int tile = (int)(128 * 1024 / ((size_t)n_in * sizeof(float))); // weight rows per ~128 KiB tile
     tile = tile < 4 ? 4 : tile / 4 * 4;
     int n_tiles = (n_out + tile - 1) / tile;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic) // a thread slowed by another program does fewer tiles
     for (int i = 0; i < n_tiles; i++) {
         int o_end = (i + 1) * tile < n_out ? (i + 1) * tile : n_out;
         for (int t = 0; t < T; t += 4) {
@@ -1884,14 +1899,14 @@ static void weighted_sum(float *out, size_t ldo, const float *weights, size_t ld
 }
 
 // attention()'s twin. A job is up to ATT_ROWS consecutive rows of one head, with ATT_ROWS rows of scores per
-// thread. Jobs are dealt round-robin because later rows see more keys (a plain split would leave one
-// thread with all the long rows).
+// thread. Jobs are handed out one at a time: later rows see more keys, and a thread slowed by another
+// program simply takes fewer jobs.
 static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int layer, int T, int pos, int n_head,
                             float *scores_all) {
     int C = kv->dim, hs = C / n_head, n_ctx = kv->n_ctx;
     int row_blocks = (T + ATT_ROWS - 1) / ATT_ROWS;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for schedule(static, 1)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < row_blocks * n_head; job++) {
         int t0 = job / n_head * ATT_ROWS, h = job % n_head;
         int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
@@ -1921,3 +1936,105 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
     }
 }
 
+
+// ----------------------------------------------------------------------------
+// threads under load
+//
+// When another program keeps a core busy, one of our threads shares that core and runs only part of the
+// time, and every parallel region ends in a barrier that waits for it. A decode step is dozens of short
+// regions, so it can take several times longer than with one thread fewer. (Prefill's regions are long
+// and dynamically scheduled, so there the fast thread takes over the slow one's share.) Decode therefore
+// times its own steps and moves the thread count one at a time:
+//   - after the first step, and when two steps in a row are much slower than the best recent one, it
+//     tries one thread fewer for a step and keeps that count if the step was clearly faster;
+//   - below the most it may use, it tries one thread more now and then, since load comes and goes.
+// A trial that loses makes the next one of its kind wait twice as long.
+// Output never depends on the thread count: every kernel computes a row the same way whoever runs it.
+// thread_tuner_step() sees nothing but step times, so the tests drive it with made-up ones.
+
+#define TUNER_WINDOW 4      // the recent steps at the current count that "best recent" looks at
+#define TUNER_SLOW 1.5      // a step this many times the best recent one is slow
+#define TUNER_GAIN 0.9      // a trial count is kept if its step took at most this fraction of the current
+#define TUNER_FIRST_WAIT 32 // steps before retrying a direction that lost, doubled after each loss
+#define TUNER_MAX_WAIT 512
+
+struct ThreadTuner {
+    int max, n;                   // the most threads we may use, and the count in use
+    int fixed;                    // --threads: never change
+    int trial;                    // 0, or the count the step now running tries
+    double recent[TUNER_WINDOW];  // the latest step times at count n, newest first
+    int n_recent, slow_in_a_row;
+    int down_wait, up_wait;       // steps before a trial of n - 1 (when slow), of n + 1
+    int down_backoff, up_backoff; // the wait after a losing trial of that kind
+    int changes, steps, steps_below_max;
+};
+
+static void thread_tuner_init(ThreadTuner *t, int max, int fixed) {
+    *t = (ThreadTuner){.max = max, .n = max, .fixed = fixed, .down_backoff = TUNER_FIRST_WAIT,
+                       .up_wait = TUNER_FIRST_WAIT, .up_backoff = TUNER_FIRST_WAIT};
+}
+
+static void tuner_remember(ThreadTuner *t, double seconds) {
+    memmove(t->recent + 1, t->recent, (TUNER_WINDOW - 1) * sizeof(double));
+    t->recent[0] = seconds;
+    t->n_recent += t->n_recent < TUNER_WINDOW;
+}
+
+static int doubled(int wait) { return wait * 2 < TUNER_MAX_WAIT ? wait * 2 : TUNER_MAX_WAIT; }
+
+// Judges the trial step that just ran against what the current count does now: the faster of its last
+// two steps (one alone can be an outlier).
+static void tuner_judge_trial(ThreadTuner *t, double seconds) {
+    double now = t->n_recent > 1 && t->recent[1] < t->recent[0] ? t->recent[1] : t->recent[0];
+    int down = t->trial < t->n;
+    if (seconds <= TUNER_GAIN * now) { // the trial won: move to its count
+        t->n = t->trial;
+        t->n_recent = 0;
+        tuner_remember(t, seconds);
+        t->changes++;
+        t->down_backoff = t->up_backoff = t->up_wait = TUNER_FIRST_WAIT;
+        t->down_wait = 0;
+    } else if (down) {
+        t->down_wait = t->down_backoff;
+        t->down_backoff = doubled(t->down_backoff);
+    } else {
+        t->up_backoff = doubled(t->up_backoff);
+        t->up_wait = t->up_backoff;
+    }
+    t->trial = 0;
+    t->slow_in_a_row = 0;
+}
+
+// Called after each decode step with the time it took; returns the thread count for the next step.
+static int thread_tuner_step(ThreadTuner *t, double seconds) {
+    t->steps_below_max += (t->trial ? t->trial : t->n) < t->max;
+    if (t->fixed || t->max == 1) return t->n;
+    if (t->trial) {
+        tuner_judge_trial(t, seconds);
+        t->steps++;
+        return t->n;
+    }
+    tuner_remember(t, seconds);
+    double best = t->recent[0];
+    for (int i = 1; i < t->n_recent; i++) best = t->recent[i] < best ? t->recent[i] : best;
+    t->slow_in_a_row = seconds > TUNER_SLOW * best ? t->slow_in_a_row + 1 : 0;
+    t->down_wait -= t->down_wait > 0;
+    t->up_wait -= t->up_wait > 0;
+    int first = t->steps++ == 0;
+    if (t->n > 1 && (first || (t->slow_in_a_row >= 2 && t->down_wait == 0))) t->trial = t->n - 1;
+    else if (t->n < t->max && t->up_wait == 0) t->trial = t->n + 1;
+    return t->trial ? t->trial : t->n;
+}
+
+static ThreadTuner *thread_tuner_new(int max, int fixed) {
+    ThreadTuner *t = xmalloc(sizeof *t, "the thread tuner");
+    thread_tuner_init(t, max, fixed);
+    return t;
+}
+
+// One line for the summary, only when the count changed.
+static void thread_tuner_report(const ThreadTuner *t) {
+    if (t->changes == 0) return;
+    fprintf(stderr, "threads: %d at the start, %d at the end; %d change%s, %d of %d decode steps on fewer than %d\n",
+            t->max, t->n, t->changes, t->changes == 1 ? "" : "s", t->steps_below_max, t->steps, t->max);
+}

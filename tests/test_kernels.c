@@ -316,6 +316,112 @@ static void test_model_parse(void) {
     free(d);
 }
 
+
+// The thread tuner, driven by made-up step times: a "machine" gives the time of a step from its number
+// and thread count. Simulates n steps and returns the total time; *best is what always picking the
+// faster count would have cost.
+typedef double (*StepTime)(int step, int threads);
+static double simulate(ThreadTuner *t, StepTime f, int n, double *best) {
+    double total = 0;
+    *best = 0;
+    for (int i = 0, threads = t->n; i < n; i++) {
+        double secs = f(i, threads);
+        total += secs;
+        *best += fmin(f(i, 1), f(i, 2));
+        threads = thread_tuner_step(t, secs);
+    }
+    return total;
+}
+static double idle(int step, int threads) { return (threads == 2 ? 0.010 : 0.020) * (1 + step * 1e-4); }
+static double busy(int step, int threads) { return (threads == 2 ? 0.040 : 0.012) * (1 + step * 1e-4); }
+static double busy_for_a_while(int step, int threads) { return step >= 100 && step < 300 ? busy(step, threads) : idle(step, threads); }
+static double spiky(int step, int threads) { return idle(step, threads) * (step % 50 == 25 ? 3 : 1); }
+
+static void test_thread_tuner(void) {
+    ThreadTuner t;
+    double best, total;
+    thread_tuner_init(&t, 2, 0);
+    total = simulate(&t, idle, 500, &best);
+    check(t.n == 2 && t.steps_below_max == 1 && total < 1.01 * best,
+          "thread tuner, idle machine: stays at 2 threads after one trial of 1 (%d steps on 1, %.3f of the best)",
+          t.steps_below_max, total / best);
+    thread_tuner_init(&t, 2, 0);
+    total = simulate(&t, busy, 500, &best);
+    check(t.n == 1 && t.changes == 1 && total < 1.05 * best,
+          "thread tuner, a core busy from the start: 1 thread from step 2 on (%d changes, %.3f of the best)", t.changes,
+          total / best);
+    thread_tuner_init(&t, 2, 0);
+    total = simulate(&t, busy, 32, &best);
+    check(total < 1.1 * best, "thread tuner, a core busy, a 32-token run: %.3f of the best", total / best);
+    thread_tuner_init(&t, 2, 0);
+    total = simulate(&t, busy_for_a_while, 1000, &best);
+    check(t.n == 2 && t.changes == 2 && total < 1.15 * best,
+          "thread tuner, a core busy for steps 100-299: down, then back up (%d changes, %.3f of the best)", t.changes,
+          total / best);
+    thread_tuner_init(&t, 2, 0);
+    simulate(&t, spiky, 500, &best);
+    check(t.n == 2 && t.changes == 0, "thread tuner, single slow steps on an idle machine: no change (%d)", t.changes);
+    thread_tuner_init(&t, 2, 1);
+    simulate(&t, busy, 100, &best);
+    check(t.n == 2 && t.changes == 0 && t.steps_below_max == 0, "thread tuner with --threads: the count never changes");
+}
+
+
+// Runs a 9-token prompt and greedy decode steps on a model, setting the thread count before every step
+// from threads[] (cycled), and returns the logits of every step.
+static float *logits_with_threads(const Model *m, const int *threads, int n_threads, int steps) {
+    const Config *c = &m->config;
+    RunState s;
+    KVCache kv;
+    run_state_init(&s, c, &TUNED_KERNELS);
+    kv_cache_init(&kv, c);
+    float *all = xmalloc((size_t)steps * c->vocab_size * sizeof(float), "test");
+    int saved = omp_get_max_threads(), seq[64] = {1, 7, 42, 9, 100, 3, 5, 11, 250};
+    kv.len = 0;
+    for (int i = 0, len = 9; i < steps; i++, len++) {
+        omp_set_num_threads(threads[i % n_threads]);
+        int pos = kv.len;
+        forward(m, &s, &kv, seq + pos, len - pos, pos);
+        compute_logits(m, &s, s.xn + (size_t)(len - pos - 1) * c->n_embd, 1);
+        memcpy(all + (size_t)i * c->vocab_size, s.logits, (size_t)c->vocab_size * sizeof(float));
+        seq[len] = argmax(s.logits, c->vocab_size);
+    }
+    omp_set_num_threads(saved);
+    kv_cache_free(&kv);
+    run_state_free(&s);
+    return all;
+}
+
+// The thread count may change between steps (the tuner does it): the numbers must not.
+static void test_thread_count_changes(void) {
+    Config c = {.n_layer = 2, .n_head = 2, .n_embd = 64, .n_ctx = 48, .vocab_size = 300, .ln_eps = 1e-5f};
+    size_t size = (size_t)layout_tensors(&c, NULL, NULL);
+    unsigned char *d = calloc(1, size);
+    uint32_t f[6] = {1, 2, 2, 64, 48, 300};
+    memcpy(d, "GPT2", 4);
+    memcpy(d + 4, f, sizeof f);
+    memcpy(d + 28, &c.ln_eps, 4);
+    for (size_t i = 256; i + 4 <= size; i += 4) {
+        float v = frand() * 0.3f;
+        memcpy(d + i, &v, 4);
+    }
+    Model m;
+    char err[ERR_LEN] = "";
+    if (model_parse(&m, d, size, err) != 0) {
+        check(0, "random model for the thread test: %s", err);
+        free(d);
+        return;
+    }
+    const int one[] = {1}, two[] = {2}, switching[] = {2, 1, 1, 2, 1, 2, 2};
+    enum { STEPS = 30 };
+    float *a = logits_with_threads(&m, one, 1, STEPS), *b = logits_with_threads(&m, two, 1, STEPS);
+    float *sw = logits_with_threads(&m, switching, 7, STEPS);
+    size_t bytes = (size_t)STEPS * c.vocab_size * sizeof(float);
+    check(memcmp(a, b, bytes) == 0 && memcmp(a, sw, bytes) == 0,
+          "logits are bit-identical with 1 thread, 2 threads, and the count switching between steps");
+    free(a), free(b), free(sw), free(m.weights.layers), free(d);
+}
+
 int main(void) {
     test_matmul(&PLAIN_KERNELS, "plain");
     test_matmul(&TUNED_KERNELS, "tuned");
@@ -326,6 +432,8 @@ int main(void) {
     test_attention(&PLAIN_KERNELS, "plain");
     test_attention(&TUNED_KERNELS, "tuned");
     test_sampler();
+    test_thread_tuner();
+    test_thread_count_changes();
     test_model_parse();
     return n_failed != 0;
 }
