@@ -31,8 +31,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__FMA__) && defined(__x86_64__)
-#include <immintrin.h> // for _mm256_fmadd_ps in fma8() only
+#if defined(__x86_64__) && defined(__AVX__)
+#include <immintrin.h> // the tuned kernels' FMA and f16 / int8 conversions
 #endif
 #ifdef _OPENMP
 #include <omp.h>
@@ -158,11 +158,12 @@ static int read_file(const char *path, char **out, size_t *len, char *err) {
 // ----------------------------------------------------------------------------
 // the model file: config and weights
 //
-// model.bin, version 1, little-endian (written by export_gpt2.py):
-//   bytes 0..255   header: char magic[4] = "GPT2"; uint32 version = 1; uint32 n_layer, n_head, n_embd,
-//                  n_ctx, vocab_size; float32 layer_norm_epsilon; zeros up to byte 256
-//   then float32 tensors, each starting at a multiple of 64 bytes (so SIMD loads from the mmap are
-//   aligned), zero bytes between them, no padding after the last:
+// model.bin, version 2, little-endian (written by export_gpt2.py):
+//   bytes 0..255   header: char magic[4] = "GPT2"; uint32 version = 2; uint32 n_layer, n_head, n_embd,
+//                  n_ctx, vocab_size; float32 layer_norm_epsilon; uint32 weight_type (0 f32, 1 f16, 2 int8);
+//                  zeros up to byte 256. (Version 1 is the same without weight_type: all f32.)
+//   then the tensors, each starting at a multiple of 64 bytes (so SIMD loads from the mmap are aligned),
+//   zero bytes between them, no padding after the last:
 //     wte (V, C)   wpe (n_ctx, C)
 //     per layer: ln_1.w (C)  ln_1.b (C)  c_attn.w (3C, C)  c_attn.b (3C)  attn c_proj.w (C, C)  c_proj.b (C)
 //                ln_2.w (C)  ln_2.b (C)  c_fc.w (4C, C)    c_fc.b (4C)    mlp c_proj.w (C, 4C)  c_proj.b (C)
@@ -170,38 +171,54 @@ static int read_file(const char *path, char **out, size_t *len, char *err) {
 //   Matrices are stored (out, in): Hugging Face's Conv1D keeps (in, out), the exporter transposes them so
 //   that each output's weights are one contiguous row, the layout a dot-product kernel streams fastest.
 //   The LM head is wte itself (GPT-2 ties them).
+//   The five matrices (wte and the four per layer, 99% of the bytes) are stored in weight_type; wpe,
+//   biases and LayerNorm stay float32: they are small, and added straight into the residual stream.
+//   An int8 matrix is two arrays, each 64-byte aligned: q (rows, cols) int8, then scales (rows, cols / 32)
+//   as IEEE half: weight = q * scale of its block of 32 along the row ("Q8_0").
 
 #define MODEL_MAGIC "GPT2"
-#define MODEL_VERSION 1
+#define MODEL_VERSION 2
 #define MODEL_HEADER_BYTES 256
 #define TENSOR_ALIGN 64
+#define Q8_BLOCK 32 // int8 weights share one scale per 32 consecutive weights of a row
+
+enum { WEIGHT_F32 = 0, WEIGHT_F16 = 1, WEIGHT_Q8 = 2 };
+static const char *const WEIGHT_TYPE_NAME[] = {"f32", "f16", "int8"};
 
 typedef struct {
-    int n_layer;    // transformer blocks
-    int n_head;     // attention heads per block
-    int n_embd;     // C, the width of the residual stream
-    int n_ctx;      // longest sequence the position table covers
-    int vocab_size; // V
-    float ln_eps;   // layer norm epsilon
+    int n_layer;     // transformer blocks
+    int n_head;      // attention heads per block
+    int n_embd;      // C, the width of the residual stream
+    int n_ctx;       // longest sequence the position table covers
+    int vocab_size;  // V
+    float ln_eps;    // layer norm epsilon
+    int weight_type; // how the matrices are stored: WEIGHT_F32, WEIGHT_F16 or WEIGHT_Q8
 } Config;
+
+// A weight matrix (rows, cols) as stored in the file, read in place: no float copy is ever made.
+typedef struct {
+    int type;               // WEIGHT_F32, WEIGHT_F16 or WEIGHT_Q8
+    const void *data;       // (rows, cols) float, IEEE half (uint16_t) or int8_t
+    const uint16_t *scales; // int8 only: (rows, cols / Q8_BLOCK) IEEE half
+} Matrix;
 
 typedef struct {
     const float *ln1_w, *ln1_b;     // (C)
-    const float *attn_w;            // (3C, C) rows: q outputs, then k, then v
+    Matrix attn_w;                  // (3C, C) rows: q outputs, then k, then v
     const float *attn_b;            // (3C)
-    const float *attn_proj_w;       // (C, C)
+    Matrix attn_proj_w;             // (C, C)
     const float *attn_proj_b;       // (C)
     const float *ln2_w, *ln2_b;     // (C)
-    const float *fc_w;              // (4C, C)
+    Matrix fc_w;                    // (4C, C)
     const float *fc_b;              // (4C)
-    const float *fc_proj_w;         // (C, 4C)
+    Matrix fc_proj_w;               // (C, 4C)
     const float *fc_proj_b;         // (C)
 } LayerWeights;
 
 typedef struct {
-    const float *wte;      // (V, C) token embeddings, also the LM head
+    Matrix wte;            // (V, C) token embeddings, also the LM head
     const float *wpe;      // (n_ctx, C) position embeddings
-    LayerWeights *layers;  // n_layer of them (the only allocation; the floats live in the mmap)
+    LayerWeights *layers;  // n_layer of them (the only allocation; the weights live in the mmap)
     const float *lnf_w, *lnf_b; // (C)
 } Weights;
 
@@ -213,40 +230,51 @@ typedef struct {
 
 static uint64_t align_up(uint64_t n) { return (n + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
 
-// Walks the tensor list in file order. With data == NULL it only measures: *end becomes the file size
-// this config implies, which is how the header is checked against the real size before any pointer is
-// handed out.
-static uint64_t take(const unsigned char *data, uint64_t *offset, uint64_t n_floats, const float **out) {
+// Walks the tensor list in file order. With data == NULL it only measures: the final offset is the file
+// size this config implies, which is how the header is checked against the real size before any pointer
+// is handed out.
+static const void *take(const unsigned char *data, uint64_t *offset, uint64_t bytes) {
     uint64_t start = align_up(*offset);
-    *offset = start + n_floats * sizeof(float);
-    if (out) *out = data ? (const float *)(data + start) : NULL;
-    return start;
+    *offset = start + bytes;
+    return data ? data + start : NULL;
+}
+
+static const float *take_floats(const unsigned char *data, uint64_t *offset, uint64_t n) {
+    return take(data, offset, n * sizeof(float));
+}
+
+static Matrix take_matrix(const unsigned char *data, uint64_t *offset, uint64_t rows, uint64_t cols, int type) {
+    static const int bytes_per_weight[] = {4, 2, 1};
+    Matrix m = {type, take(data, offset, rows * cols * bytes_per_weight[type]), NULL};
+    if (type == WEIGHT_Q8) m.scales = take(data, offset, rows * (cols / Q8_BLOCK) * sizeof(uint16_t));
+    return m;
 }
 
 static uint64_t layout_tensors(const Config *c, const unsigned char *data, Weights *w) {
     uint64_t C = (uint64_t)c->n_embd, off = MODEL_HEADER_BYTES;
-    Weights none;
+    int type = c->weight_type;
+    Weights none = {0};
     LayerWeights scratch;
     if (!w) w = &none;
-    take(data, &off, (uint64_t)c->vocab_size * C, &w->wte);
-    take(data, &off, (uint64_t)c->n_ctx * C, &w->wpe);
+    w->wte = take_matrix(data, &off, (uint64_t)c->vocab_size, C, type);
+    w->wpe = take_floats(data, &off, (uint64_t)c->n_ctx * C);
     for (int l = 0; l < c->n_layer; l++) {
-        LayerWeights *L = (w != &none && w->layers) ? &w->layers[l] : &scratch;
-        take(data, &off, C, &L->ln1_w);
-        take(data, &off, C, &L->ln1_b);
-        take(data, &off, 3 * C * C, &L->attn_w);
-        take(data, &off, 3 * C, &L->attn_b);
-        take(data, &off, C * C, &L->attn_proj_w);
-        take(data, &off, C, &L->attn_proj_b);
-        take(data, &off, C, &L->ln2_w);
-        take(data, &off, C, &L->ln2_b);
-        take(data, &off, 4 * C * C, &L->fc_w);
-        take(data, &off, 4 * C, &L->fc_b);
-        take(data, &off, 4 * C * C, &L->fc_proj_w);
-        take(data, &off, C, &L->fc_proj_b);
+        LayerWeights *L = w->layers ? &w->layers[l] : &scratch;
+        L->ln1_w = take_floats(data, &off, C);
+        L->ln1_b = take_floats(data, &off, C);
+        L->attn_w = take_matrix(data, &off, 3 * C, C, type);
+        L->attn_b = take_floats(data, &off, 3 * C);
+        L->attn_proj_w = take_matrix(data, &off, C, C, type);
+        L->attn_proj_b = take_floats(data, &off, C);
+        L->ln2_w = take_floats(data, &off, C);
+        L->ln2_b = take_floats(data, &off, C);
+        L->fc_w = take_matrix(data, &off, 4 * C, C, type);
+        L->fc_b = take_floats(data, &off, 4 * C);
+        L->fc_proj_w = take_matrix(data, &off, C, 4 * C, type);
+        L->fc_proj_b = take_floats(data, &off, C);
     }
-    take(data, &off, C, &w->lnf_w);
-    take(data, &off, C, &w->lnf_b);
+    w->lnf_w = take_floats(data, &off, C);
+    w->lnf_b = take_floats(data, &off, C);
     return off;
 }
 
@@ -259,12 +287,13 @@ static int model_parse(Model *m, const unsigned char *data, size_t size, char *e
     if (memcmp(data, MODEL_MAGIC, 4) != 0)
         return fail(err, "not a model.bin (bad magic; expected \"GPT2\"); HINT: export one with: python3 export_gpt2.py gpt2 model.bin");
     uint32_t version = read_u32(data + 4);
-    if (version != MODEL_VERSION)
-        return fail(err, "unsupported model.bin version %u (this run reads version %d); HINT: re-export with this checkout's export_gpt2.py", version, MODEL_VERSION);
+    if (version != 1 && version != MODEL_VERSION)
+        return fail(err, "unsupported model.bin version %u (this run reads versions 1 and %d); HINT: re-export with this checkout's export_gpt2.py", version, MODEL_VERSION);
     uint32_t f[5];
     for (int i = 0; i < 5; i++) f[i] = read_u32(data + 8 + 4 * i);
     float eps;
     memcpy(&eps, data + 28, sizeof eps);
+    uint32_t type = version == 1 ? WEIGHT_F32 : read_u32(data + 32);
     // Generous bounds: far above GPT-2 XL (48 layers, 25 heads, 1600 wide, 1024 positions, 50257 tokens)
     // yet small enough that every size computed below fits easily in 64 bits.
     if (f[0] < 1 || f[0] > 4096) return fail(err, "bad model header: n_layer = %u (expected 1..4096)", f[0]);
@@ -274,15 +303,18 @@ static int model_parse(Model *m, const unsigned char *data, size_t size, char *e
     if (f[3] < 1 || f[3] > 1 << 20) return fail(err, "bad model header: n_ctx = %u (expected 1..1048576)", f[3]);
     if (f[4] < 1 || f[4] > 1 << 24) return fail(err, "bad model header: vocab_size = %u (expected 1..16777216)", f[4]);
     if (!(eps > 0.0f && eps < 1.0f)) return fail(err, "bad model header: layer_norm_epsilon = %g (expected 0 < eps < 1)", (double)eps);
-    for (int i = 32; i < MODEL_HEADER_BYTES; i++)
+    if (type > WEIGHT_Q8) return fail(err, "bad model header: weight type %u (expected 0 f32, 1 f16 or 2 int8)", type);
+    if (type == WEIGHT_Q8 && f[2] % Q8_BLOCK != 0)
+        return fail(err, "bad model header: int8 weights need n_embd to be a multiple of %d, not %u", Q8_BLOCK, f[2]);
+    for (int i = version == 1 ? 32 : 36; i < MODEL_HEADER_BYTES; i++)
         if (data[i] != 0) return fail(err, "bad model header: reserved byte %d is not zero (file written by a newer exporter?)", i);
     Config *c = &m->config;
-    *c = (Config){(int)f[0], (int)f[1], (int)f[2], (int)f[3], (int)f[4], eps};
+    *c = (Config){(int)f[0], (int)f[1], (int)f[2], (int)f[3], (int)f[4], eps, (int)type};
     uint64_t expected = layout_tensors(c, NULL, NULL);
     if (expected != size)
-        return fail(err, "model file size %zu does not match its config (%d layers, %d wide, %d positions, %d tokens need %llu bytes)%s",
-                    size, c->n_layer, c->n_embd, c->n_ctx, c->vocab_size, (unsigned long long)expected,
-                    size < expected ? "; the file is truncated" : "");
+        return fail(err, "model file size %zu does not match its config (%d layers, %d wide, %d positions, %d tokens, %s weights need %llu bytes)%s",
+                    size, c->n_layer, c->n_embd, c->n_ctx, c->vocab_size, WEIGHT_TYPE_NAME[type],
+                    (unsigned long long)expected, size < expected ? "; the file is truncated" : "");
     m->weights.layers = calloc((size_t)c->n_layer, sizeof(LayerWeights));
     if (!m->weights.layers) return fail(err, "out of memory for %d layer descriptors", c->n_layer);
     layout_tensors(c, data, &m->weights);
@@ -312,6 +344,67 @@ static uint64_t model_param_count(const Config *c) {
     uint64_t C = (uint64_t)c->n_embd;
     return (uint64_t)c->vocab_size * C + (uint64_t)c->n_ctx * C + 2 * C +
            (uint64_t)c->n_layer * (12 * C * C + 13 * C);
+}
+
+// ----------------------------------------------------------------------------
+// weight types: what an f16 or an int8 weight means
+//
+// A decode step reads every weight once, so its speed is set by the bytes: f16 halves them, int8 (one
+// byte per weight plus a 2-byte scale per 32) nearly quarters them. These functions are the definitions;
+// the tuned kernels do the same arithmetic in registers, on the weights as they sit in the mmap.
+
+// IEEE half -> float, exact: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits.
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 1023, bits;
+    if (e == 0) return (sign ? -1.0f : 1.0f) * (float)m * 0x1p-24f; // zero and subnormals: m x 2^-24
+    if (e == 31) bits = sign | 0x7F800000 | m << 13;                  // infinity and NaN
+    else bits = sign | (e + 112) << 23 | m << 13;                     // rebias the exponent, 15 -> 127
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+// float -> IEEE half, rounded to nearest even; beyond the half range gives infinity.
+static uint16_t f32_to_f16(float f) {
+    uint16_t sign = signbit(f) ? 0x8000 : 0;
+    float a = fabsf(f);
+    if (isnan(f)) return 0x7E00;
+    if (a >= 65520.0f) return sign | 0x7C00; // rounds past the largest half, 65504: infinity
+    if (a < 0x1p-14f) return sign | (uint16_t)rintf(a * 0x1p24f); // subnormal (rounds up into 0x400 exactly)
+    int e;
+    frexpf(a, &e);                                  // a = 0.5..1 x 2^e, so 1..2 x 2^(e-1)
+    uint32_t m = (uint32_t)rintf(ldexpf(a, 11 - e)); // 1024..2048: 11 significant bits
+    return sign | (uint16_t)(((uint32_t)(e - 1 + 15) << 10) + (m - 1024)); // m = 2048 carries into the exponent
+}
+
+// Element i of a matrix stored row-major in any type, as a float.
+static float weight_at(const Matrix *w, size_t i) {
+    switch (w->type) {
+    case WEIGHT_F16: return f16_to_f32(((const uint16_t *)w->data)[i]);
+    case WEIGHT_Q8: return (float)((const int8_t *)w->data)[i] * f16_to_f32(w->scales[i / Q8_BLOCK]);
+    default: return ((const float *)w->data)[i];
+    }
+}
+
+// Row r of w (n columns) as floats: an embedding lookup reads wte this way.
+static void dequantize_row(const Matrix *w, size_t r, int n, float *out) {
+    for (int i = 0; i < n; i++) out[i] = weight_at(w, r * (size_t)n + i);
+}
+
+// n floats (n a multiple of Q8_BLOCK) -> int8 values and one half-precision scale per block, the way
+// export_gpt2.py writes int8 weights: scale = max|x| / 127, q = x / scale rounded to nearest.
+static void quantize_q8(const float *x, int n, int8_t *q, uint16_t *scales) {
+    for (int b = 0; b < n / Q8_BLOCK; b++) {
+        const float *xb = x + b * Q8_BLOCK;
+        float amax = 0.0f;
+        for (int i = 0; i < Q8_BLOCK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        scales[b] = f32_to_f16(amax / 127.0f);
+        float d = f16_to_f32(scales[b]);
+        for (int i = 0; i < Q8_BLOCK; i++) {
+            float v = d > 0.0f ? rintf(xb[i] / d) : 0.0f;
+            q[b * Q8_BLOCK + i] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -380,13 +473,13 @@ static void kv_cache_store(KVCache *kv, int layer, int pos, int T, const float *
 // cached and uncached runs print the same text.
 
 // out (T, n_out) = in (T, n_in) . w (n_out, n_in)^T + bias (n_out); bias may be NULL.
-static void matmul(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out) {
+static void matmul(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int t = 0; t < T; t++)
         for (int o = 0; o < n_out; o++) {
-            const float *x = in + (size_t)t * n_in, *row = w + (size_t)o * n_in;
+            const float *x = in + (size_t)t * n_in;
             float sum = 0.0f;
-            for (int i = 0; i < n_in; i++) sum += x[i] * row[i];
+            for (int i = 0; i < n_in; i++) sum += x[i] * weight_at(w, (size_t)o * n_in + i);
             out[(size_t)t * n_out + o] = (bias ? bias[o] : 0.0f) + sum;
         }
 }
@@ -467,13 +560,13 @@ static void attention(float *out, const float *qkv, const KVCache *kv, int layer
 // forward() runs on one of two kernel sets with the same contracts: the plain loops above (--reference)
 // or their tuned twins at the end of the file (the default).
 typedef struct {
-    void (*matmul)(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out);
+    void (*matmul)(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out);
     void (*attention)(float *out, const float *qkv, const KVCache *kv, int layer, int T, int pos, int n_head,
                       float *scores);
     void (*gelu)(float *x, size_t n);
 } Kernels;
 
-static void matmul_tuned(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out);
+static void matmul_tuned(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out);
 static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int layer, int T, int pos, int n_head,
                             float *scores);
 static void gelu_tuned(float *x, size_t n);
@@ -533,23 +626,25 @@ static void forward(const Model *m, RunState *s, KVCache *kv, const int *tokens,
     size_t TC = (size_t)T * C;
 
     for (int t = 0; t < T; t++) { // the input: token embedding + position embedding
-        const float *tok = w->wte + (size_t)tokens[t] * C, *p = w->wpe + (size_t)(pos + t) * C;
-        for (int i = 0; i < C; i++) s->x[(size_t)t * C + i] = tok[i] + p[i];
+        float *x = s->x + (size_t)t * C;
+        const float *p = w->wpe + (size_t)(pos + t) * C;
+        dequantize_row(&w->wte, (size_t)tokens[t], C, x);
+        for (int i = 0; i < C; i++) x[i] += p[i];
     }
     for (int l = 0; l < c->n_layer; l++) {
         const LayerWeights *L = &w->layers[l];
         // attention sublayer: x += proj(attention(LN1(x)))
         layernorm(s->xn, s->x, L->ln1_w, L->ln1_b, T, C, c->ln_eps);
-        k->matmul(s->qkv, s->xn, L->attn_w, L->attn_b, T, C, 3 * C);
+        k->matmul(s->qkv, s->xn, &L->attn_w, L->attn_b, T, C, 3 * C);
         kv_cache_store(kv, l, pos, T, s->qkv); // the only place the cache grows
         k->attention(s->att, s->qkv, kv, l, T, pos, c->n_head, s->scores);
-        k->matmul(s->sub, s->att, L->attn_proj_w, L->attn_proj_b, T, C, C);
+        k->matmul(s->sub, s->att, &L->attn_proj_w, L->attn_proj_b, T, C, C);
         add_inplace(s->x, s->sub, TC);
         // MLP sublayer: x += proj(gelu(fc(LN2(x))))
         layernorm(s->xn, s->x, L->ln2_w, L->ln2_b, T, C, c->ln_eps);
-        k->matmul(s->hidden, s->xn, L->fc_w, L->fc_b, T, C, 4 * C);
+        k->matmul(s->hidden, s->xn, &L->fc_w, L->fc_b, T, C, 4 * C);
         k->gelu(s->hidden, TC * 4);
-        k->matmul(s->sub, s->hidden, L->fc_proj_w, L->fc_proj_b, T, 4 * C, C);
+        k->matmul(s->sub, s->hidden, &L->fc_proj_w, L->fc_proj_b, T, 4 * C, C);
         add_inplace(s->x, s->sub, TC);
     }
     layernorm(s->xn, s->x, w->lnf_w, w->lnf_b, T, C, c->ln_eps);
@@ -558,7 +653,7 @@ static void forward(const Model *m, RunState *s, KVCache *kv, const int *tokens,
 
 // s->logits (rows, V) = hidden (rows, C) . wte^T: only for the rows that are sampled or scored.
 static void compute_logits(const Model *m, RunState *s, const float *hidden, int rows) {
-    s->k.matmul(s->logits, hidden, m->weights.wte, NULL, rows, m->config.n_embd, m->config.vocab_size);
+    s->k.matmul(s->logits, hidden, &m->weights.wte, NULL, rows, m->config.n_embd, m->config.vocab_size);
 }
 
 // ----------------------------------------------------------------------------
@@ -1672,24 +1767,69 @@ int main(int argc, char **argv) {
 //   - attention_tuned(): a job of ATT_ROWS query rows shares every key and value it loads.
 // ============================================================================
 
-// Eight floats that GCC and clang treat as one SIMD register (AVX on x86, two NEON registers on ARM).
-// A portable stand-in for intrinsics.
-typedef float vec8 __attribute__((vector_size(32)));
+// A vector of floats as wide as the CPU's widest registers: 16 with AVX-512, else 8 (AVX on x86, two
+// NEON registers on ARM). GCC and clang compile arithmetic on it to SIMD instructions: a portable
+// stand-in for intrinsics. The Makefile builds for this machine (-march=native), which is what lets
+// the compiler use AVX-512 here; `make NATIVE=` builds the portable 8-wide path.
+#if defined(__AVX512F__)
+#define VEC 16
+#else
+#define VEC 8
+#endif
+typedef float vecf __attribute__((vector_size(VEC * sizeof(float))));
 
-static inline vec8 load8(const float *p) {
-    vec8 v;
+static inline vecf load_floats(const float *p) {
+    vecf v;
     memcpy(&v, p, sizeof v); // an unaligned vector load; memcpy keeps it legal C
     return v;
 }
 
-// a * b + c, eight lanes at once. The build turns off the compiler's own fusing of a*b+c
-// (-ffp-contract=off): it fused some unrolled copies of a loop and not others, which changed the last
-// bit of a row between a 1-token and a many-token pass (tests/test_kernels.c caught it). So the one
-// FMA the engine relies on is spelled out here, the only intrinsic in the file; elsewhere it is a
-// multiply then an add, equally deterministic.
-static inline vec8 fma8(vec8 a, vec8 b, vec8 c) {
-#if defined(__FMA__) && defined(__x86_64__)
-    return (vec8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+// An int8 block's scale as a float (F16C converts in one instruction; f16_to_f32 is the same value).
+static inline float q8_scale(const Matrix *w, size_t i) {
+#if defined(__F16C__)
+    return _cvtsh_ss(w->scales[i / Q8_BLOCK]);
+#else
+    return f16_to_f32(w->scales[i / Q8_BLOCK]);
+#endif
+}
+
+// VEC weights of w starting at element i, converted to floats in registers: the stored bytes are all
+// that is read from memory. (VEC divides Q8_BLOCK, so int8 weights in one vector share one scale; q times
+// a half-precision scale is exact in float, so these are exactly weight_at()'s values.)
+static inline vecf load_weights(const Matrix *w, size_t i, const int type) {
+    vecf v;
+    if (type == WEIGHT_F32) return load_floats((const float *)w->data + i);
+    if (type == WEIGHT_F16) {
+        const uint16_t *h = (const uint16_t *)w->data + i;
+#if defined(__AVX512F__)
+        v = (vecf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+#elif defined(__F16C__) && defined(__AVX__)
+        v = (vecf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+#else
+        for (int j = 0; j < VEC; j++) v[j] = f16_to_f32(h[j]);
+#endif
+        return v;
+    }
+    const int8_t *q = (const int8_t *)w->data + i;
+#if defined(__AVX512F__)
+    v = (vecf)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
+#elif defined(__AVX2__)
+    v = (vecf)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));
+#else
+    for (int j = 0; j < VEC; j++) v[j] = (float)q[j];
+#endif
+    return v * q8_scale(w, i);
+}
+
+// a * b + c in every lane. The build turns off the compiler's own fusing of a*b+c (-ffp-contract=off):
+// it fused some unrolled copies of a loop and not others, which changed the last bit of a row between a
+// 1-token and a many-token pass (tests/test_kernels.c caught it). So the one FMA the engine relies on is
+// spelled out here; elsewhere it is a multiply then an add, equally deterministic.
+static inline vecf fma_vec(vecf a, vecf b, vecf c) {
+#if defined(__AVX512F__)
+    return (vecf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__) && defined(__x86_64__)
+    return (vecf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
 #else
     return a * b + c;
 #endif
@@ -1699,60 +1839,69 @@ static inline vec8 fma8(vec8 a, vec8 b, vec8 c) {
 // (vfmadd231ps from memory), so the 4 x 4 block below issues 20 loads per 16 FMAs instead of 8 and runs
 // out of load ports. The empty asm emits no instruction; it only tells the compiler the value must be in
 // a register.
-static inline vec8 in_register(vec8 v) {
-#if defined(__x86_64__) && defined(__AVX__) // a vec8 fits one register only with AVX
+static inline vecf in_register(vecf v) {
+#if defined(__x86_64__) && defined(__AVX__) // a vecf fits one register only with AVX (AVX-512 for 16 lanes)
     __asm__("" : "+v"(v));
 #endif
     return v;
 }
 
-// A fixed summation order, so that results never depend on how a caller was unrolled.
-static inline float sum8(vec8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+// The lanes' sum in a fixed order (halves, then quarters, ...), so results never depend on a caller.
+static inline float sum_lanes(vecf v) {
+    for (int half = VEC / 2; half > 0; half /= 2)
+        for (int i = 0; i < half; i++) v[i] += v[i + half];
+    return v[0];
+}
 
 // out[t][o * step] = bias[o * step] + dot(x row t, w row o * step) for a block of TB token rows and OB
-// weight rows (step rows apart: 1 in a batch, more when decode walks several streams of rows at once).
-// Each weight vector loaded is used TB times and each input vector OB times from registers: this reuse
-// is what lets a batched prefill run near the FMA peak while a T = 1 decode is limited by memory.
-// Called with constant TB and OB, so the compiler unrolls it into straight-line vector code.
+// weight rows; w's row o * step starts at element w0 + o * step * ldw (step > 1 when decode walks several
+// streams of rows at once). Each weight vector loaded is used TB times and each input vector OB times
+// from registers: this reuse is what lets a batched prefill run near the FMA peak while a T = 1 decode is
+// limited by memory. Called with constant TB, OB and TYPE, so the compiler unrolls it into straight-line
+// vector code for each weight type.
 static inline __attribute__((always_inline)) void
-dot_block(float *out, size_t ldo, const float *x, size_t ldx, const float *w, size_t ldw, const float *bias,
-          int n, size_t step, const int TB, const int OB) {
-    vec8 acc[4][4];
+dot_block(float *out, size_t ldo, const float *x, size_t ldx, const Matrix *w, size_t w0, size_t ldw,
+          const float *bias, int n, size_t step, const int TB, const int OB, const int TYPE) {
+    vecf acc[4][4];
     float tail[4][4];
     for (int t = 0; t < TB; t++)
         for (int o = 0; o < OB; o++) {
-            acc[t][o] = (vec8){0};
+            acc[t][o] = (vecf){0};
             tail[t][o] = 0.0f;
         }
     int k = 0;
-    for (; k + 8 <= n; k += 8) {
-        vec8 xv[4];
-        for (int t = 0; t < TB; t++) xv[t] = in_register(load8(x + t * ldx + k));
+    for (; k + VEC <= n; k += VEC) {
+        vecf xv[4];
+        for (int t = 0; t < TB; t++) xv[t] = in_register(load_floats(x + t * ldx + k));
         for (int o = 0; o < OB; o++) {
-            vec8 wv = in_register(load8(w + o * step * ldw + k));
-            for (int t = 0; t < TB; t++) acc[t][o] = fma8(xv[t], wv, acc[t][o]);
+            vecf wv = in_register(load_weights(w, w0 + o * step * ldw + k, TYPE));
+            for (int t = 0; t < TB; t++) acc[t][o] = fma_vec(xv[t], wv, acc[t][o]);
         }
     }
-    for (; k < n; k++) // the last n % 8 inputs (only tiny test models have any)
+    for (; k < n; k++) // the last n % VEC inputs (only tiny test models have any)
         for (int t = 0; t < TB; t++)
-            for (int o = 0; o < OB; o++) tail[t][o] += x[t * ldx + k] * w[o * step * ldw + k];
+            for (int o = 0; o < OB; o++) tail[t][o] += x[t * ldx + k] * weight_at(w, w0 + o * step * ldw + k);
     for (int t = 0; t < TB; t++)
         for (int o = 0; o < OB; o++)
-            out[t * ldo + o * step] = (bias ? bias[o * step] : 0.0f) + (sum8(acc[t][o]) + tail[t][o]);
+            out[t * ldo + o * step] = (bias ? bias[o * step] : 0.0f) + (sum_lanes(acc[t][o]) + tail[t][o]);
 }
 
-// The same block for any tb <= 4, ob <= 4: dispatches to a constant-shaped copy.
-static void dot_block_any(float *out, size_t ldo, const float *x, size_t ldx, const float *w, size_t ldw,
-                          const float *bias, int n, size_t step, int tb, int ob) {
-#define DOT_CASE(TB, OB) \
-    case (TB) * 8 + (OB): dot_block(out, ldo, x, ldx, w, ldw, bias, n, step, TB, OB); return;
+// The same block for any tb <= 4, ob <= 4 and weight type: dispatches to a constant-shaped copy.
+static void dot_block_any(float *out, size_t ldo, const float *x, size_t ldx, const Matrix *w, size_t w0,
+                          size_t ldw, const float *bias, int n, size_t step, int tb, int ob) {
+#define DOT_TYPES(TB, OB)                                                                                  \
+    case (TB) * 8 + (OB):                                                                                  \
+        if (w->type == WEIGHT_F32) dot_block(out, ldo, x, ldx, w, w0, ldw, bias, n, step, TB, OB, WEIGHT_F32); \
+        else if (w->type == WEIGHT_F16) dot_block(out, ldo, x, ldx, w, w0, ldw, bias, n, step, TB, OB, WEIGHT_F16); \
+        else dot_block(out, ldo, x, ldx, w, w0, ldw, bias, n, step, TB, OB, WEIGHT_Q8);                    \
+        return;
     switch (tb * 8 + ob) {
-        DOT_CASE(1, 1) DOT_CASE(1, 2) DOT_CASE(1, 3) DOT_CASE(1, 4)
-        DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4)
-        DOT_CASE(3, 1) DOT_CASE(3, 2) DOT_CASE(3, 3) DOT_CASE(3, 4)
-        DOT_CASE(4, 1) DOT_CASE(4, 2) DOT_CASE(4, 3) DOT_CASE(4, 4)
+        DOT_TYPES(1, 1) DOT_TYPES(1, 2) DOT_TYPES(1, 3) DOT_TYPES(1, 4)
+        DOT_TYPES(2, 1) DOT_TYPES(2, 2) DOT_TYPES(2, 3) DOT_TYPES(2, 4)
+        DOT_TYPES(3, 1) DOT_TYPES(3, 2) DOT_TYPES(3, 3) DOT_TYPES(3, 4)
+        DOT_TYPES(4, 1) DOT_TYPES(4, 2) DOT_TYPES(4, 3) DOT_TYPES(4, 4)
     }
-#undef DOT_CASE
+#undef DOT_TYPES
 }
 
 // matmul for T <= 4 token rows (a decode step): every weight is used at most 4 times, so the time is the
@@ -1760,7 +1909,7 @@ static void dot_block_any(float *out, size_t ldo, const float *x, size_t ldx, co
 // of the weight rows and walks the four quarters of its share side by side: four long sequential streams
 // that the hardware prefetchers follow. (Four adjacent rows at a time, as the batched path below does,
 // restarts the streams every 4 rows.)
-static void matmul_streaming(float *out, const float *in, const float *w, const float *bias, int T, int n_in,
+static void matmul_streaming(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in,
                              int n_out) {
 #pragma omp parallel
     {
@@ -1769,24 +1918,25 @@ static void matmul_streaming(float *out, const float *in, const float *w, const 
         int quarter = o1 > o0 ? (o1 - o0) / 4 : 0;
         for (int i = 0; i < quarter; i++) { // rows o0 + i, then a quarter, a half, three quarters further on
             int o = o0 + i;
-            dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w + (size_t)o * n_in, (size_t)n_in,
+            dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w, (size_t)o * n_in, (size_t)n_in,
                           bias ? bias + o : NULL, n_in, (size_t)quarter, T, 4);
         }
         for (int o = o0 + 4 * quarter; o < o1; o++) // the last (o1 - o0) % 4 rows
-            dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w + (size_t)o * n_in, (size_t)n_in,
+            dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w, (size_t)o * n_in, (size_t)n_in,
                           bias ? bias + o : NULL, n_in, 1, T, 1);
     }
 }
 
-// matmul()'s twin. Threads split the output rows, so each streams its own share of the weights. Within a thread, a tile
-// of weight rows small enough to stay in L2 is reused by every token row before moving on. Both paths
-// compute each output with the same dot_block arithmetic, so a row's result does not depend on T.
-static void matmul_tuned(float *out, const float *in, const float *w, const float *bias, int T, int n_in, int n_out) {
+// matmul()'s twin. Threads split the output rows, so each streams its own share of the weights. Within a
+// thread, a tile of weight rows small enough to stay in L2 is reused by every token row before moving on.
+// Both paths compute each output with the same dot_block arithmetic, so a row's result does not depend on T.
+static void matmul_tuned(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out) {
     if (T <= 4) {
         matmul_streaming(out, in, w, bias, T, n_in, n_out);
         return;
     }
-    int tile = (int)(128 * 1024 / ((size_t)n_in * sizeof(float))); // weight rows per ~128 KiB tile
+    size_t row_bytes = (size_t)n_in * (w->type == WEIGHT_F32 ? 4 : w->type == WEIGHT_F16 ? 2 : 1);
+    int tile = (int)(128 * 1024 / row_bytes); // weight rows per ~128 KiB tile
     tile = tile < 4 ? 4 : tile / 4 * 4;
     int n_tiles = (n_out + tile - 1) / tile;
 #pragma omp parallel for schedule(dynamic) // a thread slowed by another program does fewer tiles
@@ -1796,8 +1946,8 @@ static void matmul_tuned(float *out, const float *in, const float *w, const floa
             int tb = T - t < 4 ? T - t : 4;
             for (int o = i * tile; o < o_end; o += 4) {
                 int ob = o_end - o < 4 ? o_end - o : 4;
-                dot_block_any(out + (size_t)t * n_out + o, (size_t)n_out, in + (size_t)t * n_in, (size_t)n_in,
-                              w + (size_t)o * n_in, (size_t)n_in, bias ? bias + o : NULL, n_in, 1, tb, ob);
+                dot_block_any(out + (size_t)t * n_out + o, (size_t)n_out, in + (size_t)t * n_in, (size_t)n_in, w,
+                              (size_t)o * n_in, (size_t)n_in, bias ? bias + o : NULL, n_in, 1, tb, ob);
             }
         }
     }
@@ -1845,12 +1995,12 @@ static void gelu_tuned(float *x, size_t n) {
     }
 }
 
-// x[0] + ... + x[n-1] in eight interleaved partial sums: vectorized, and always the same order for a given n.
+// x[0] + ... + x[n-1] in VEC interleaved partial sums: vectorized, and always the same order for a given n.
 static float sum_floats(const float *x, int n) {
-    vec8 acc = {0};
+    vecf acc = {0};
     int i = 0;
-    for (; i + 8 <= n; i += 8) acc += load8(x + i);
-    float sum = sum8(acc);
+    for (; i + VEC <= n; i += VEC) acc += load_floats(x + i);
+    float sum = sum_lanes(acc);
     for (; i < n; i++) sum += x[i];
     return sum;
 }
@@ -1864,17 +2014,17 @@ weighted_sum_block(float *out, size_t ldo, const float *weights, size_t ldw, con
                    int dim, const int R) {
     int i = 0;
     for (; i + 32 <= dim; i += 32) {
-        vec8 acc[ATT_ROWS][4];
+        vecf acc[ATT_ROWS][32 / VEC];
         for (int r = 0; r < R; r++)
-            for (int c = 0; c < 4; c++) acc[r][c] = (vec8){0};
+            for (int c = 0; c < 32 / VEC; c++) acc[r][c] = (vecf){0};
         for (int j = 0; j < n + R - 1; j++) {
             const float *vj = v + j * ldv + i;
-            vec8 vv[4];
-            for (int c = 0; c < 4; c++) vv[c] = in_register(load8(vj + 8 * c));
+            vecf vv[32 / VEC];
+            for (int c = 0; c < 32 / VEC; c++) vv[c] = in_register(load_floats(vj + VEC * c));
             for (int r = 0; r < R; r++) {
                 if (j >= n + r) continue; // past row r's last key
-                vec8 wj = (vec8){0} + weights[r * ldw + j];
-                for (int c = 0; c < 4; c++) acc[r][c] = fma8(wj, vv[c], acc[r][c]);
+                vecf wj = (vecf){0} + weights[r * ldw + j];
+                for (int c = 0; c < 32 / VEC; c++) acc[r][c] = fma_vec(wj, vv[c], acc[r][c]);
             }
         }
         for (int r = 0; r < R; r++) memcpy(out + r * ldo + i, acc[r], sizeof acc[r]);
@@ -1906,6 +2056,7 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
     int C = kv->dim, hs = C / n_head, n_ctx = kv->n_ctx;
     int row_blocks = (T + ATT_ROWS - 1) / ATT_ROWS;
     float scale = 1.0f / sqrtf((float)hs);
+    const Matrix keys = {WEIGHT_F32, kv_key(kv, layer, 0), NULL}; // the cache's keys, read like weight rows
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < row_blocks * n_head; job++) {
         int t0 = job / n_head * ATT_ROWS, h = job % n_head;
@@ -1916,8 +2067,8 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
         int n_keys_max = pos + t0 + rows;
         for (int j = 0; j < n_keys_max; j += 4) {
             int nk = n_keys_max - j < 4 ? n_keys_max - j : 4;
-            dot_block_any(scores + j, (size_t)n_ctx, qkv + (size_t)t0 * 3 * C + h * hs, (size_t)3 * C,
-                          kv_key(kv, layer, j) + h * hs, (size_t)C, NULL, hs, 1, rows, nk);
+            dot_block_any(scores + j, (size_t)n_ctx, qkv + (size_t)t0 * 3 * C + h * hs, (size_t)3 * C, &keys,
+                          (size_t)j * C + h * hs, (size_t)C, NULL, hs, 1, rows, nk);
         }
         for (int r = 0; r < rows; r++) {
             float *s = scores + (size_t)r * n_ctx;

@@ -165,8 +165,13 @@ def cases(tmp, have_tok):
     check_error("model: 64 extra bytes", [put("extra64.bin", good + bytes(64))] + ids_ok, [("does not match", "size")])
     check_error("model: wrong magic", [put("magic.bin", b"GGUF" + good[4:])] + ids_ok, ["magic"])
     check_error("model: tokenizer.bin given as the model", [TOK] + ids_ok, ["magic"])
-    check_error("model: version 2", [put("v2.bin", good[:4] + struct.pack("<I", 2) + good[8:])] + ids_ok, ["version"])
+    check_error("model: version 3", [put("v3.bin", good[:4] + struct.pack("<I", 3) + good[8:])] + ids_ok, ["version"])
     check_error("model: version 0", [put("v0.bin", good[:4] + struct.pack("<I", 0) + good[8:])] + ids_ok, ["version"])
+    # A version 1 file is a version 2 f32 file without the weight-type field: it still loads, as f32.
+    v2, v1 = run([tiny] + ids_ok), run([put("v1.bin", good[:4] + struct.pack("<I", 1) + good[8:])] + ids_ok)
+    report("model: a version 1 (f32) file loads and gives the same ids as version 2",
+           "" if v1 and v2 and v1.returncode == 0 and v1.stdout == v2.stdout and good[32:36] == bytes(4)
+           else "exit %s, stdout %s vs %s" % (v1 and v1.returncode, v1 and short(v1.stdout), v2 and short(v2.stdout)))
 
     def with_header(name, **fields):
         """The tiny model with some header fields set to other values (uint32, or float32 for eps)."""

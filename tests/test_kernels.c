@@ -28,25 +28,68 @@ static float *random_floats(size_t n) {
     return a;
 }
 
-static void test_matmul(const Kernels *set, const char *name) {
-    const int Ts[] = {1, 2, 3, 4, 5, 7, 9, 16}, ins[] = {1, 3, 8, 13, 64, 77}, outs[] = {1, 3, 4, 5, 17, 40, 203};
+// An IEEE half's value, decoded independently of run.c: (-1)^s x 1.m x 2^(e-15), or 0.m x 2^-14.
+static double half_value(uint16_t h) {
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m + 1024, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+// A random (rows, cols) matrix stored as `type`, and its exact values as doubles in *values.
+static Matrix random_matrix(int type, int rows, int cols, double **values) {
+    size_t n = (size_t)rows * cols;
+    *values = xmalloc(n * sizeof(double), "test");
+    Matrix m = {type, NULL, NULL};
+    if (type == WEIGHT_F32) {
+        float *w = random_floats(n);
+        for (size_t i = 0; i < n; i++) (*values)[i] = w[i];
+        m.data = w;
+    } else if (type == WEIGHT_F16) {
+        uint16_t *h = xmalloc(n * sizeof *h, "test");
+        for (size_t i = 0; i < n; i++) (*values)[i] = half_value(h[i] = f32_to_f16(frand()));
+        m.data = h;
+    } else { // any int8 values and any positive half scales: the kernels only read the stored form
+        int8_t *q = xmalloc(n, "test");
+        uint16_t *d = xmalloc(n / Q8_BLOCK * sizeof *d, "test");
+        for (size_t b = 0; b < n / Q8_BLOCK; b++) d[b] = (uint16_t)(0x1C00 + (rng >> 33) % 0x1000); // 2^-8 .. 2^-4
+        for (size_t i = 0; i < n; i++) {
+            q[i] = (int8_t)(frand() * 127.0f);
+            (*values)[i] = q[i] * half_value(d[i / Q8_BLOCK]);
+        }
+        m.data = q;
+        m.scales = d;
+    }
+    return m;
+}
+
+static void free_matrix(Matrix *m) {
+    free((void *)m->data);
+    free((void *)m->scales);
+}
+
+static void test_matmul(const Kernels *set, const char *name, int type) {
+    const int Ts[] = {1, 2, 3, 4, 5, 7, 9, 16}, outs[] = {1, 3, 4, 5, 17, 40, 203};
+    const int any_in[] = {1, 3, 8, 13, 16, 64, 77}, q8_in[] = {32, 64, 96, 160}; // int8 rows hold whole blocks
+    const int *ins = type == WEIGHT_Q8 ? q8_in : any_in, n_ins = type == WEIGHT_Q8 ? 4 : 7;
     double worst = 0.0, twin = 0.0; // twin: the largest difference from the plain matmul(), relative
-    int identical = 1;
+    int identical = 1, shapes = 0;
     for (int a = 0; a < 8; a++)
-        for (int b = 0; b < 6; b++)
-            for (int c = 0; c < 7; c++) {
+        for (int b = 0; b < n_ins; b++)
+            for (int c = 0; c < 7; c++, shapes++) {
                 int T = Ts[a], n_in = ins[b], n_out = outs[c];
-                float *x = random_floats((size_t)T * n_in), *w = random_floats((size_t)n_out * n_in);
+                double *wv;
+                Matrix w = random_matrix(type, n_out, n_in, &wv);
+                float *x = random_floats((size_t)T * n_in);
                 float *bias = random_floats(n_out), *y = random_floats((size_t)T * n_out), *y1 = random_floats(n_out);
                 float *plain = random_floats((size_t)T * n_out);
-                set->matmul(y, x, w, bias, T, n_in, n_out);
-                matmul(plain, x, w, bias, T, n_in, n_out);
+                set->matmul(y, x, &w, bias, T, n_in, n_out);
+                matmul(plain, x, &w, bias, T, n_in, n_out);
                 for (int t = 0; t < T; t++)
                     for (int o = 0; o < n_out; o++) {
                         double ref = bias[o], mag = fabs(bias[o]);
                         for (int k = 0; k < n_in; k++) {
-                            ref += (double)x[t * n_in + k] * w[o * n_in + k];
-                            mag += fabs((double)x[t * n_in + k] * w[o * n_in + k]);
+                            ref += (double)x[t * n_in + k] * wv[o * n_in + k];
+                            mag += fabs((double)x[t * n_in + k] * wv[o * n_in + k]);
                         }
                         double err = fabs(y[t * n_out + o] - ref) / mag;
                         if (err > worst) worst = err;
@@ -54,18 +97,65 @@ static void test_matmul(const Kernels *set, const char *name) {
                         if (err > twin) twin = err;
                     }
                 for (int t = 0; t < T; t++) { // each row alone, as a decode step computes it
-                    set->matmul(y1, x + t * n_in, w, bias, 1, n_in, n_out);
+                    set->matmul(y1, x + t * n_in, &w, bias, 1, n_in, n_out);
                     if (memcmp(y1, y + t * n_out, n_out * sizeof(float)) != 0) {
                         if (identical) printf("# first differing shape: T=%d n_in=%d n_out=%d row %d\n", T, n_in, n_out, t);
                         identical = 0;
                     }
                 }
-                free(x), free(w), free(bias), free(y), free(y1), free(plain);
+                free_matrix(&w);
+                free(wv), free(x), free(bias), free(y), free(y1), free(plain);
             }
-    check(worst < 1e-6, "%s matmul matches a double-precision reference on 336 shapes (worst relative error %.2e)", name, worst);
+    const char *tn = WEIGHT_TYPE_NAME[type];
+    check(worst < 1e-6, "%s matmul, %s weights, matches a double-precision reference on %d shapes (worst relative error %.2e)",
+          name, tn, shapes, worst);
     if (set != &PLAIN_KERNELS)
-        check(twin < 2e-6, "%s matmul agrees with the plain matmul() on 336 shapes (worst relative difference %.2e)", name, twin);
-    check(identical, "%s matmul gives bit-identical rows whether computed in a batch or one at a time", name);
+        check(twin < 2e-6, "%s matmul, %s weights, agrees with the plain matmul() on %d shapes (worst relative difference %.2e)",
+              name, tn, shapes, twin);
+    check(identical, "%s matmul, %s weights, gives bit-identical rows whether computed in a batch or one at a time", name, tn);
+}
+
+// The half and int8 conversions against definitions written here.
+static void test_weight_types(void) {
+    int decode_ok = 1, round_trip = 1, nearest = 1;
+    for (uint32_t h = 0; h < 65536; h++) {
+        double v = half_value((uint16_t)h);
+        float f = f16_to_f32((uint16_t)h);
+        if (isnan(v) ? !isnan(f) : (double)f != v) decode_ok = 0;
+        if (!isnan(v) && f32_to_f16(f) != h) round_trip = 0;
+    }
+    for (int i = 0; i < 200000; i++) { // random floats of many magnitudes round to the nearest half
+        float f = ldexpf(frand(), (int)((rng >> 35) % 40) - 28);
+        uint16_t h = f32_to_f16(f);
+        double err = fabs(half_value(h) - f);
+        uint16_t up = h + 1, down = h - 1; // the neighbours (same sign)
+        if ((h & 0x7FFF) != 0x7C00 && ((h & 0x7FFF) < 0x7BFF && fabs(half_value(up) - f) < err)) nearest = 0;
+        if ((h & 0x7FFF) > 0 && (h & 0x7FFF) != 0x7C00 && fabs(half_value(down) - f) < err) nearest = 0;
+    }
+    check(decode_ok, "f16_to_f32 decodes all 65536 half values exactly");
+    check(round_trip, "f32_to_f16 gives back every half from its float value");
+    check(nearest && f32_to_f16(65504.0f) == 0x7BFF && f32_to_f16(1e6f) == 0x7C00 && f32_to_f16(-1e-9f) == 0x8000,
+          "f32_to_f16 rounds to the nearest half; 65504 is the largest, beyond is infinity, tiny is signed zero");
+
+    enum { N = 4 * Q8_BLOCK };
+    float x[N];
+    int8_t q[N];
+    uint16_t d[N / Q8_BLOCK];
+    for (int i = 0; i < N; i++) x[i] = frand() * (1 + i / Q8_BLOCK * 10); // blocks of different ranges
+    for (int i = 0; i < Q8_BLOCK; i++) x[2 * Q8_BLOCK + i] = 0.0f;       // an all-zero block
+    quantize_q8(x, N, q, d);
+    int exact = 1;
+    for (int b = 0; b < N / Q8_BLOCK; b++) {
+        double amax = 0;
+        for (int i = 0; i < Q8_BLOCK; i++) amax = fmax(amax, fabs(x[b * Q8_BLOCK + i]));
+        double scale = half_value(d[b]);
+        exact &= fabs(scale - amax / 127) <= amax / 127 / 1024; // the half nearest max|x| / 127
+        for (int i = 0; i < Q8_BLOCK; i++) {
+            double want = scale > 0 ? nearbyint(x[b * Q8_BLOCK + i] / scale) : 0;
+            exact &= q[b * Q8_BLOCK + i] == (int)fmax(-127, fmin(127, want));
+        }
+    }
+    check(exact, "quantize_q8: scale = max|x| / 127 as a half, q = x / scale rounded, clamped to +-127, 0 for a zero block");
 }
 
 static void test_layernorm(void) {
@@ -254,15 +344,18 @@ static void test_sampler(void) {
     check(memcmp(a, b, 17 * sizeof *a) == 0, "select_top_k returns the same 17 as a full sort, in order");
 }
 
-// A tiny but complete model.bin image in memory, then single-field corruptions of it.
-static unsigned char *tiny_model(size_t *size) {
-    Config c = {.n_layer = 2, .n_head = 2, .n_embd = 8, .n_ctx = 4, .vocab_size = 10, .ln_eps = 1e-5f};
+// A tiny but complete model.bin image in memory (version 1, or 2 with a weight type), all zeros after
+// the header, then single-field corruptions of it.
+static unsigned char *tiny_model(size_t *size, int version, int type, int n_embd) {
+    Config c = {.n_layer = 2, .n_head = 2, .n_embd = n_embd, .n_ctx = 4, .vocab_size = 10, .ln_eps = 1e-5f,
+                .weight_type = type};
     *size = (size_t)layout_tensors(&c, NULL, NULL);
     unsigned char *d = calloc(1, *size);
     memcpy(d, "GPT2", 4);
-    uint32_t f[6] = {1, 2, 2, 8, 4, 10};
-    memcpy(d + 4, f, sizeof f);
+    uint32_t f[7] = {(uint32_t)version, 2, 2, (uint32_t)n_embd, 4, 10, 0};
+    memcpy(d + 4, f, 24);
     memcpy(d + 28, &c.ln_eps, 4);
+    if (version == 2) memcpy(d + 32, &type, 4);
     return d;
 }
 
@@ -274,18 +367,51 @@ static void expect_reject(const unsigned char *d, size_t size, const char *needl
     if (rc == 0) free(m.weights.layers);
 }
 
+// Sizes and positions of every type: C = 64, V = 10, n_ctx = 4, 2 layers.
+static void test_model_types(void) {
+    for (int type = WEIGHT_F32; type <= WEIGHT_Q8; type++) {
+        size_t size;
+        unsigned char *d = tiny_model(&size, 2, type, 64);
+        Model m;
+        char err[ERR_LEN] = "";
+        int rc = model_parse(&m, d, size, err);
+        // wte's bytes: 10 x 64 weights of 4, 2 or 1 bytes; int8 adds 10 x 2 half scales after a 64-byte boundary
+        size_t wte_end = 256 + 640 * (type == WEIGHT_F32 ? 4 : type == WEIGHT_F16 ? 2 : 1);
+        int ok = rc == 0 && m.config.weight_type == type && (const unsigned char *)m.weights.wte.data == d + 256 &&
+                 (type != WEIGHT_Q8 || (const unsigned char *)m.weights.wte.scales == d + (wte_end + 63) / 64 * 64) &&
+                 (const unsigned char *)m.weights.lnf_b + 64 * 4 == d + size;
+        check(ok, "model_parse maps a version 2 %s image (%zu bytes) with each tensor where the format puts it (%s)",
+              WEIGHT_TYPE_NAME[type], size, err);
+        if (rc == 0) free(m.weights.layers);
+        expect_reject(d, size - 1, "truncated", "a version 2 image one byte short");
+        free(d);
+    }
+    size_t size;
+    unsigned char *d = tiny_model(&size, 2, WEIGHT_F32, 64);
+    d[32] = 3;
+    expect_reject(d, size, "weight type 3", "an unknown weight type");
+    free(d);
+    d = tiny_model(&size, 2, WEIGHT_Q8, 48);
+    expect_reject(d, size, "multiple of 32", "int8 weights with n_embd 48");
+    free(d);
+    d = tiny_model(&size, 2, WEIGHT_F16, 64); // an f16 file relabelled f32: the sizes disagree
+    d[32] = WEIGHT_F32;
+    expect_reject(d, size, "does not match", "a file whose weight type does not match its size");
+    free(d);
+}
+
 static void test_model_parse(void) {
     size_t size;
-    unsigned char *d = tiny_model(&size);
+    unsigned char *d = tiny_model(&size, 1, WEIGHT_F32, 8);
     Model m;
     char err[ERR_LEN] = "";
     int rc = model_parse(&m, d, size, err);
-    check(rc == 0 && m.config.n_layer == 2 && (const unsigned char *)m.weights.wte == d + 256 &&
-              (const unsigned char *)m.weights.lnf_b + 8 * 4 == d + size,
-          "model_parse accepts a well-formed image and maps wte at 256 and ln_f.b at the end (%s)", err);
+    check(rc == 0 && m.config.n_layer == 2 && (const unsigned char *)m.weights.wte.data == d + 256 &&
+              (const unsigned char *)m.weights.lnf_b + 8 * 4 == d + size && m.config.weight_type == WEIGHT_F32,
+          "model_parse accepts a well-formed version 1 image as f32 and maps wte at 256 and ln_f.b at the end (%s)", err);
     int aligned = rc == 0;
     for (int l = 0; rc == 0 && l < 2; l++)
-        aligned &= ((uintptr_t)m.weights.layers[l].attn_w - (uintptr_t)d) % 64 == 0 &&
+        aligned &= ((uintptr_t)m.weights.layers[l].attn_w.data - (uintptr_t)d) % 64 == 0 &&
                    ((uintptr_t)m.weights.layers[l].fc_proj_b - (uintptr_t)d) % 64 == 0;
     check(aligned, "every tensor starts at a multiple of 64 bytes");
     if (rc == 0) free(m.weights.layers);
@@ -299,9 +425,12 @@ static void test_model_parse(void) {
     d[0] = 'X';
     expect_reject(d, size, "magic", "a wrong magic");
     d[0] = 'G';
-    d[4] = 2;
-    expect_reject(d, size, "version 2", "version 2");
+    d[4] = 3;
+    expect_reject(d, size, "version 3", "version 3");
     d[4] = 1;
+    d[32] = 1; // version 1 has no weight type: byte 32 is reserved
+    expect_reject(d, size, "reserved byte 32", "a version 1 header with a weight type");
+    d[32] = 0;
     d[12] = 3; // n_head 3 does not divide n_embd 8
     expect_reject(d, size, "multiple of n_head", "n_embd not divisible by n_head");
     d[12] = 2;
@@ -315,7 +444,6 @@ static void test_model_parse(void) {
     expect_reject(d, size, "epsilon", "a NaN layer_norm_epsilon");
     free(d);
 }
-
 
 // The thread tuner, driven by made-up step times: a "machine" gives the time of a step from its number
 // and thread count. Simulates n steps and returns the total time; *best is what always picking the
@@ -423,8 +551,11 @@ static void test_thread_count_changes(void) {
 }
 
 int main(void) {
-    test_matmul(&PLAIN_KERNELS, "plain");
-    test_matmul(&TUNED_KERNELS, "tuned");
+    test_weight_types();
+    for (int type = WEIGHT_F32; type <= WEIGHT_Q8; type++) {
+        test_matmul(&PLAIN_KERNELS, "plain", type);
+        test_matmul(&TUNED_KERNELS, "tuned", type);
+    }
     test_layernorm();
     test_gelu(&PLAIN_KERNELS, "plain");
     test_gelu(&TUNED_KERNELS, "tuned");
@@ -435,5 +566,6 @@ int main(void) {
     test_thread_tuner();
     test_thread_count_changes();
     test_model_parse();
+    test_model_types();
     return n_failed != 0;
 }
