@@ -1371,7 +1371,8 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
 // Perplexity of a token sequence under the model: s = [<|endoftext|>] + ids, every id predicted once.
 // Chunks are fresh contexts of up to n_ctx tokens that overlap by one token (the last of a chunk is the
 // first of the next), so no prediction ever needs a position beyond the table.
-static void perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids, int n_ids, double *mean_nll) {
+static void perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids, int n_ids, FILE *logits_out,
+                       double *mean_nll) {
     const Config *c = &m->config;
     if (n_ids < 1) die("nothing to score");
     int n = n_ids + 1, V = c->vocab_size;
@@ -1386,6 +1387,8 @@ static void perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids,
         for (int r = 0; r < len - 1; r += LOGIT_ROWS) {
             int rows = len - 1 - r < LOGIT_ROWS ? len - 1 - r : LOGIT_ROWS;
             compute_logits(m, s, s->xn + (size_t)r * c->n_embd, rows);
+            if (logits_out && fwrite(s->logits, sizeof(float), (size_t)rows * V, logits_out) != (size_t)rows * V)
+                die("cannot write the --logits file: %s", strerror(errno));
             for (int i = 0; i < rows; i++) { // -log softmax(logits)[target], in double
                 const float *lg = s->logits + (size_t)i * V;
                 float max = lg[argmax(lg, V)];
@@ -1448,7 +1451,8 @@ static void usage(FILE *out) {
         "  --ppl FILE         print the perplexity of the text in FILE and exit\n"
         "  --print-ids        print generated token ids instead of text\n"
         "  --timings FILE     write a CSV row per generated token: step,position,ms,kv_bytes\n"
-        "  --logits FILE      write each sampled step's logits as raw float32 (steps x vocab)\n"
+        "  --logits FILE      write each sampled step's logits as raw float32 (steps x vocab);\n"
+        "                     with --ppl, the logits of every scored position\n"
         "  -z FILE            tokenizer (default: tokenizer.bin here, then next to this program)\n"
         "  -q                 no summary on stderr\n"
         "  -h, --help         this help\n"
@@ -1648,9 +1652,10 @@ static void print_model_line(const Model *m, double t_load, int fixed_threads) {
             t_load, threads, threads == 1 ? "" : "s", fixed_threads ? " (--threads)" : threads > 1 ? " (fewer under load)" : "");
 }
 
-static void run_perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids, int n_ids, int quiet) {
+static void run_perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids, int n_ids, FILE *logits_out,
+                           int quiet) {
     double t0 = now_seconds(), nll;
-    perplexity(m, s, kv, ids, n_ids, &nll);
+    perplexity(m, s, kv, ids, n_ids, logits_out, &nll);
     if (!isfinite(nll)) die("--ppl: the model computed a non-finite loss (NaN or infinity): its weights are corrupt");
     printf("tokens: %d\nmean nll: %.6f\nperplexity: %.4f\n", n_ids, nll, exp(nll));
     double t = now_seconds() - t0;
@@ -1702,7 +1707,7 @@ static void run_model(const Options *o, const Tokenizer *tok, const char *prompt
         g.timings = open_output(o->timings_path, "--timings");
         fprintf(g.timings, "step,position,ms,kv_bytes\n");
     }
-    if (o->logits_path && !o->ppl_path) g.logits_out = open_output(o->logits_path, "--logits");
+    if (o->logits_path) g.logits_out = open_output(o->logits_path, "--logits");
 
     if (o->threads) omp_set_num_threads(o->threads);
     g.tuner = thread_tuner_new(omp_get_max_threads(), o->threads != 0);
@@ -1712,13 +1717,13 @@ static void run_model(const Options *o, const Tokenizer *tok, const char *prompt
     kv_cache_init(&kv, c);
     if (!o->quiet) print_model_line(&model, t_load, o->threads != 0);
     if (o->ppl_path) {
-        run_perplexity(&model, &state, &kv, ids, n_ids, o->quiet);
+        run_perplexity(&model, &state, &kv, ids, n_ids, g.logits_out, o->quiet);
     } else {
         print_prompt(&g, prompt, prompt_len, ids, n_ids, o->prompt_ids != NULL);
         run_generation(&model, &state, &kv, o, &g, ids, n_ids);
         close_output(g.timings, "--timings");
-        close_output(g.logits_out, "--logits");
     }
+    close_output(g.logits_out, "--logits");
     free(ids);
     free(g.tuner);
     kv_cache_free(&kv);
