@@ -1,0 +1,129 @@
+"""Decode and prefill against this machine's physical limits, measured by bench/machine.
+
+A cached decode step reads every weight once for one token, so its limit is read bandwidth; prefill
+reuses each weight row across the whole prompt, so its limit is FMA throughput. This module counts the
+bytes and FLOPs each phase needs, times prefill on a long prompt, and divides.
+
+This VM's read bandwidth swings (31 to 65 GB/s seen here) as other tenants come and go, so the best
+decode and the best bandwidth sample may come from different minutes. Hence the pairs: cached decode
+runs, each between two `bench/machine --read-only` samples and divided by the higher of the two.
+"""
+import statistics
+import subprocess
+
+from common import BenchError, ROOT, log, pct, rel, table, worth_repeating
+
+
+class Machine:
+    """bench/machine's samples over the bench: read bandwidth every time, FMA peak in full samples."""
+
+    def __init__(self, exe, model):
+        self.exe, self.model, self.samples = exe, model, []
+
+    def sample(self, when, read_only=False):
+        """Returns the decode limit: the faster of a 1 GiB buffer and the model file read through mmap."""
+        cmd = [self.exe] + (["--read-only"] if read_only else []) + [self.model]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        v = {k: float(x) for k, _, x in (line.partition(" ") for line in r.stdout.splitlines())}
+        if r.returncode != 0 or "read_gbps" not in v or ("fma_gflops" not in v and not read_only):
+            raise BenchError(f"{rel(self.exe)} failed: {r.stderr.strip() or r.stdout.strip()}")
+        v.update(when=when, limit_gbps=max(v["read_gbps"], v.get("file_read_gbps", 0)))
+        self.samples.append(v)
+        log(f"machine ({when}): read {v['read_gbps']:.1f} GB/s (model file via mmap: {v.get('file_read_gbps', 0):.1f})"
+            + ("" if read_only else f", FMA {v['fma_gflops']:.0f} GFLOP/s"))
+        return v["limit_gbps"]
+
+    def best(self, key):
+        return max((s[key] for s in self.samples if key in s), default=None)
+
+
+def decode_bytes(cfg, prompt_len, n):
+    """Bytes one decode step reads, averaged over n steps after a prompt_len-token prompt: every weight
+    matrix (12 C^2 per layer), biases and LayerNorms, wte again as the LM head, one wte and one wpe row;
+    plus the K and V rows attention reads (a step at position p reads p + 1 of them). Returns both parts."""
+    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
+    weights = 4 * (L * (12 * C * C + 13 * C) + V * C + 2 * C + 2 * C)
+    return weights, 2 * L * C * 4 * (prompt_len + (n + 1) / 2)
+
+
+def prefill_flops(cfg, T):
+    """FLOPs of one forward over T tokens from position 0, logits for the last row only (prefill, and every
+    --no-cache step): matmuls 2 T 12 C^2 per layer, causal attention 2 C T(T+1) per layer (q.k and att.v),
+    the LM head 2 V C. LayerNorm, GELU, softmax, biases and residual adds (O(T C), < 1%) are not counted."""
+    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
+    return L * (2 * T * 12 * C * C + 2 * C * T * (T + 1)) + 2 * V * C
+
+
+def generation_flops(cfg, prompt_len, n, no_cache):
+    """FLOPs to prefill the prompt and then run n steps (./run feeds every generated token through the model)."""
+    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
+    step = lambda p: prefill_flops(cfg, p + 1) if no_cache else L * (24 * C * C + 4 * C * (p + 1)) + 2 * V * C
+    return prefill_flops(cfg, prompt_len) + sum(step(p) for p in range(prompt_len, prompt_len + n))
+
+
+def measure(engine, machine, cfg, args, short_prompt, decode_runs, long_prompt):
+    """Prefill on long_prompt, then decode: the best of decode_runs (the core's cached runs on short_prompt)
+    against the best bandwidth sample, and --roofline-pairs more such runs against their own samples."""
+    prefill = measure_prefill(engine, cfg, args, long_prompt)
+    decode = measure_decode(engine, machine, cfg, args.roofline_pairs, short_prompt, decode_runs)
+    r = dict(cfg=cfg, prefill=prefill, decode=decode, samples=machine.samples)
+    for key in ("fma_gflops", "fma8_gflops", "read_gbps", "file_read_gbps", "limit_gbps"):
+        r[key] = machine.best(key)
+    prefill["fraction"] = prefill["gflops"] / r["fma_gflops"]
+    decode["fraction"] = decode["gbps"] / r["limit_gbps"]
+    return r
+
+
+def measure_prefill(engine, cfg, args, prompt):
+    runs = []
+    while len(runs) < args.repeats and worth_repeating(runs, args.max_run_seconds):
+        runs.append(engine.run("prefill", prompt, 1))
+        log(f"prefill {runs[-1]['prefill_tokens']} tokens: {runs[-1]['prefill_tok_s']:.1f} tok/s")
+    p = min(runs, key=lambda r: r["prefill_s"])
+    flops = prefill_flops(cfg, p["prefill_tokens"])
+    return dict(tokens=p["prefill_tokens"], tok_s=p["prefill_tok_s"], flops=flops, gflops=flops / p["prefill_s"] / 1e9,
+                cmd=p["cmd"], all_s=[r["prefill_s"] for r in runs])
+
+
+def measure_decode(engine, machine, cfg, n_pairs, prompt, decode_runs):
+    n = decode_runs[0]["decode_tokens"]
+    weights, kv = decode_bytes(cfg, len(prompt.split()), n)
+    gbps = lambda tok_s: tok_s * (weights + kv) / 1e9
+    pairs, before = [], machine.sample("before the pairs", read_only=True) if n_pairs else None
+    for i in range(n_pairs):
+        r = engine.run(f"pair{i + 1}", prompt, n, timings=False)
+        after = machine.sample(f"after pair {i + 1}", read_only=True)
+        pairs.append(dict(tok_s=r["decode_tok_s"], gbps=gbps(r["decode_tok_s"]), before=before, after=after,
+                          fraction=gbps(r["decode_tok_s"]) / max(before, after)))
+        log(f"pair {i + 1}/{n_pairs}: decode {r['decode_tok_s']:.1f} tok/s between {before:.1f} and {after:.1f} GB/s")
+        before = after
+    best = max(r["decode_tok_s"] for r in decode_runs)
+    return dict(n=n, tok_s=best, gbps=gbps(best), weight_bytes=weights, kv_bytes=kv, bytes_per_token=weights + kv, pairs=pairs,
+                pairs_median=statistics.median(x["fraction"] for x in pairs) if pairs else None)
+
+
+def report(r):
+    cfg, d, p, bw = r["cfg"], r["decode"], r["prefill"], [s["limit_gbps"] for s in r["samples"]]
+    out = ["## Against the physical limits\n",
+           f"bench/machine, all threads, best sample: read bandwidth {r['limit_gbps']:.1f} GB/s (1 GiB buffer "
+           f"{r['read_gbps']:.1f}, the model file through mmap {r['file_read_gbps'] or 0:.1f}); FMA peak "
+           f"{r['fma_gflops']:.0f} GFLOP/s (8-float vectors, as run.c uses: {r['fma8_gflops']:.0f}). Bandwidth samples "
+           f"in order: {' / '.join(f'{x:.1f}' for x in bw)} GB/s.\n",
+           table(["phase", "measured", "work", "achieved", "physical limit", "fraction"], [
+               ["decode (KV cache, batch 1)", f"{d['tok_s']:.1f} tok/s", f"{d['bytes_per_token'] / 1e6:.1f} MB read per token",
+                f"{d['gbps']:.1f} GB/s", f"{r['limit_gbps']:.1f} GB/s read bandwidth", pct(d["fraction"])],
+               [f"prefill ({p['tokens']}-token prompt)", f"{p['tok_s']:.1f} tok/s", f"{p['flops'] / 1e9:.1f} GFLOP per prompt",
+                f"{p['gflops']:.1f} GFLOP/s", f"{r['fma_gflops']:.0f} GFLOP/s FMA peak", pct(p["fraction"])]]),
+           f"\nDecode: the best `decode:` tok/s of the {d['n']}-token cached runs x the bytes a step reads: the weights "
+           f"({d['weight_bytes'] / 1e6:.1f} MB) plus the K and V rows attention reads (2 x {cfg['n_layer']} x {cfg['n_embd']} "
+           f"x 4 bytes per position, {d['kv_bytes'] / 1e6:.2f} MB on average over the run). Prefill: the best `prefill:` "
+           f"time; FLOPs: matmuls 2 x T x 12 C^2 per layer, causal attention 2 x C x T(T+1) per layer, the LM head for "
+           f"the last row 2 x V x C (LayerNorm, GELU, softmax, biases and residual adds, < 1%, not counted)."]
+    if d["pairs"]:
+        out += ["\n### Decode against the bandwidth of the same minute\n",
+                f"Each {d['n']}-token cached run between two bandwidth samples, divided by the higher one. "
+                f"**Median fraction: {pct(d['pairs_median'])}.**\n",
+                table(["run", "decode tok/s", "achieved", "bandwidth before / after", "fraction"],
+                      [[i + 1, f"{x['tok_s']:.1f}", f"{x['gbps']:.1f} GB/s", f"{x['before']:.1f} / {x['after']:.1f} GB/s",
+                        pct(x["fraction"])] for i, x in enumerate(d["pairs"])])]
+    return out
