@@ -10,6 +10,10 @@ export_gpt2.py or run.c: it has its own safetensors reader and works on the HF l
     greedy(params, prompt, n)    -> generated ids (argmax, ties -> lowest id; stops at n_ctx and, as
                                     ./run does without --ignore-eos, at <|endoftext|>, which it leaves out)
     ppl(params, ids)             -> (tokens, mean_nll, perplexity) with the --ppl chunking rule
+
+Each takes kv="f32" (default), "f16" or "int8": the keys and values are rounded as ./run --kv-type
+stores them (IEEE half; or int8 in blocks of 32 along the row, scale = max|x| / 127 as a half, values
+rounded to nearest), then used in float64 like everything else.
 """
 
 import json
@@ -71,7 +75,18 @@ def gelu_new(u):
     return 0.5 * u * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u ** 3)))
 
 
-def hidden(p, ids):
+def round_kv(x, kv):
+    """x [T, C] as a KV cache of type kv holds it (the rounding ./run applies when it stores a row)."""
+    if kv == "f16":
+        return x.astype(np.float32).astype(np.float16).astype(np.float64)
+    assert kv == "int8", kv
+    b = x.astype(np.float32).reshape(x.shape[0], -1, 32)
+    scale = (np.abs(b).max(-1, keepdims=True) / np.float32(127)).astype(np.float16).astype(np.float64)
+    q = np.clip(np.rint(np.divide(b, scale, out=np.zeros(b.shape), where=scale > 0)), -127, 127)
+    return (q * scale).reshape(x.shape)
+
+
+def hidden(p, ids, kv="f32"):
     """Final LayerNorm output [T, C] for a sequence of at most n_ctx tokens."""
     ids = np.asarray(ids, dtype=np.int64)
     T = len(ids)
@@ -85,6 +100,8 @@ def hidden(p, ids):
         h = layernorm(x, g("ln_1.weight"), g("ln_1.bias"), eps)
         qkv = h @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
         q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
+        if kv != "f32":
+            k, v = round_kv(k, kv), round_kv(v, kv)
         y = np.empty((T, C))
         for j in range(H):
             s = slice(j * hs, (j + 1) * hs)
@@ -100,20 +117,20 @@ def hidden(p, ids):
     return layernorm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
 
 
-def logits(p, ids):
-    return hidden(p, ids) @ p["w"]["wte.weight"].T
+def logits(p, ids, kv="f32"):
+    return hidden(p, ids, kv) @ p["w"]["wte.weight"].T
 
 
-def last_logits(p, ids):
-    return hidden(p, ids)[-1] @ p["w"]["wte.weight"].T
+def last_logits(p, ids, kv="f32"):
+    return hidden(p, ids, kv)[-1] @ p["w"]["wte.weight"].T
 
 
-def greedy_steps(p, prompt, n, stop_at_eot=True):
+def greedy_steps(p, prompt, n, stop_at_eot=True, kv="f32"):
     """(generated ids, [k, V] logits each was chosen from); stops when the sequence fills n_ctx, and with
     stop_at_eot when the choice is <|endoftext|> (EOT): that token and its row are not returned."""
     seq, out, rows = list(prompt), [], []
     while len(out) < n and len(seq) < p["n_ctx"]:
-        lg = last_logits(p, seq)
+        lg = last_logits(p, seq, kv)
         t = int(np.argmax(lg))  # first maximum = lowest id on ties
         if stop_at_eot and t == EOT:
             break
@@ -123,11 +140,11 @@ def greedy_steps(p, prompt, n, stop_at_eot=True):
     return out, np.array(rows).reshape(len(rows), p["vocab_size"])
 
 
-def greedy(p, prompt, n, stop_at_eot=True):
-    return greedy_steps(p, prompt, n, stop_at_eot)[0]
+def greedy(p, prompt, n, stop_at_eot=True, kv="f32"):
+    return greedy_steps(p, prompt, n, stop_at_eot, kv)[0]
 
 
-def ppl(p, ids):
+def ppl(p, ids, kv="f32"):
     """s = [EOT] + ids; chunks s[k*(n_ctx-1) : k*(n_ctx-1)+n_ctx], each scoring its len-1
     next-token predictions, so every text token is predicted exactly once."""
     s = [EOT] + list(ids)
@@ -136,7 +153,7 @@ def ppl(p, ids):
     total, count, start = 0.0, 0, 0
     while start < len(s) - 1:
         chunk = s[start:start + n_ctx]
-        lg = logits(p, chunk[:-1])
+        lg = logits(p, chunk[:-1], kv)
         m = lg.max(-1, keepdims=True)
         logp = lg - m - np.log(np.exp(lg - m).sum(-1, keepdims=True))
         total -= logp[np.arange(len(chunk) - 1), chunk[1:]].sum()

@@ -226,59 +226,106 @@ static void test_exp(void) {
     free(batch);
 }
 
+// Number i of a cache matrix (keys or values of one layer), decoded independently of run.c.
+static double cache_number(const Matrix *m, size_t i) {
+    if (m->type == WEIGHT_F32) return ((const float *)m->data)[i];
+    if (m->type == WEIGHT_F16) return half_value(((const uint16_t *)m->data)[i]);
+    return ((const int8_t *)m->data)[i] * half_value(m->scales[i / Q8_BLOCK]);
+}
+
+// kv_cache_store keeps each row exactly as the type's rounding gives it: f32 as is, f16 as f32_to_f16
+// (tested above), int8 as quantize_q8's blocks (tested above).
+static int cache_holds_rounded(const KVCache *kv, const float *qkv, int T) {
+    int C = kv->dim, ok = 1;
+    int8_t q[2 * Q8_BLOCK * 8];
+    uint16_t d[16];
+    for (int t = 0; t < T; t++)
+        for (int part = 1; part <= 2; part++) {
+            const float *x = qkv + (size_t)t * 3 * C + part * C;
+            Matrix m = part == 1 ? kv_keys(kv, 0) : kv_values(kv, 0);
+            for (int i = 0; i < C && kv->type != WEIGHT_Q8; i++)
+                ok &= kv->type == WEIGHT_F32 ? ((const float *)m.data)[t * C + i] == x[i]
+                                             : ((const uint16_t *)m.data)[t * C + i] == f32_to_f16(x[i]);
+            if (kv->type == WEIGHT_Q8 && C <= (int)sizeof q) {
+                quantize_q8(x, C, q, d);
+                ok &= memcmp(q, (const int8_t *)m.data + t * C, C) == 0 &&
+                      memcmp(d, m.scales + t * C / Q8_BLOCK, C / Q8_BLOCK * sizeof *d) == 0;
+            }
+        }
+    return ok;
+}
+
 // Attention for T rows computed in one pass, in uneven chunks (as prefill + decode do), and by a
-// double-precision reference; the first two must agree bit for bit. Two shapes: a head size of 11 takes
-// the scalar tails only, 72 the vector loops (64 columns) and a tail.
-static void test_attention_shape(const Kernels *k, const char *name, int n_head, int hs, int T, const int *chunks,
-                                 int n_chunks) {
+// double-precision reference over the numbers the cache holds (so it checks the arithmetic, not the
+// rounding); the first two must agree bit for bit. Shapes: a head size of 11 takes the scalar tails only,
+// 72 the vector loops (64 columns) and a tail; int8 needs whole blocks of 32 per head, so it gets 32, 64
+// and 96. The chunks leave every remainder of rows per job (ATT_ROWS) and of keys per block of 4.
+static void test_attention_shape(const Kernels *k, const char *name, int type, int n_head, int hs, int T,
+                                 const int *chunks, int n_chunks) {
     int C = n_head * hs;
+    const char *tn = WEIGHT_TYPE_NAME[type];
     Config cfg = {.n_layer = 1, .n_head = n_head, .n_embd = C, .n_ctx = T, .vocab_size = 1, .ln_eps = 1e-5f};
     KVCache kv;
-    kv_cache_init(&kv, &cfg);
+    kv_cache_init(&kv, &cfg, type);
     float *qkv = random_floats((size_t)T * 3 * C), *one = random_floats((size_t)T * C), *chunked = random_floats((size_t)T * C);
     float *plain = random_floats((size_t)T * C);
     float *scores = xmalloc((size_t)omp_get_max_threads() * ATT_ROWS * cfg.n_ctx * sizeof(float), "test");
     double *s = xmalloc((size_t)T * sizeof(double), "test");
     kv_cache_store(&kv, 0, 0, T, qkv);
+    if (k == &PLAIN_KERNELS)
+        check(cache_holds_rounded(&kv, qkv, T), "kv_cache_store keeps %s rows as the %s rounding gives them (head size %d)", tn, tn, hs);
     k->attention(one, qkv, &kv, 0, T, 0, n_head, scores);
     attention(plain, qkv, &kv, 0, T, 0, n_head, scores);
     for (int c = 0, pos = 0; c < n_chunks; pos += chunks[c++])
         k->attention(chunked + pos * C, qkv + pos * 3 * C, &kv, 0, chunks[c], pos, n_head, scores);
     check(memcmp(one, chunked, (size_t)T * C * sizeof(float)) == 0,
-          "%s attention rows (head size %d, %d rows) are bit-identical computed at once or in chunks", name, hs, T);
+          "%s attention, %s cache, rows (head size %d, %d rows) are bit-identical computed at once or in chunks", name, tn, hs, T);
     double worst = 0, twin = 0;
     for (size_t i = 0; i < (size_t)T * C; i++) twin = fmax(twin, fabs(one[i] - plain[i]));
     if (k != &PLAIN_KERNELS)
-        check(twin < 1e-6, "%s attention agrees with the plain attention() (head size %d, worst abs difference %.2e)", name, hs, twin);
+        check(twin < 1e-6, "%s attention, %s cache, agrees with the plain attention() (head size %d, worst abs difference %.2e)",
+              name, tn, hs, twin);
+    Matrix keys = kv_keys(&kv, 0), values = kv_values(&kv, 0);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < n_head; h++) {
             double max = -1e300, sum = 0;
             for (int j = 0; j <= t; j++) {
                 s[j] = 0;
-                for (int i = 0; i < hs; i++) s[j] += (double)qkv[t * 3 * C + h * hs + i] * qkv[j * 3 * C + C + h * hs + i];
+                for (int i = 0; i < hs; i++) s[j] += (double)qkv[t * 3 * C + h * hs + i] * cache_number(&keys, (size_t)j * C + h * hs + i);
                 s[j] /= sqrt(hs);
                 if (s[j] > max) max = s[j];
             }
             for (int j = 0; j <= t; j++) sum += (s[j] = exp(s[j] - max));
             for (int i = 0; i < hs; i++) {
                 double ref = 0;
-                for (int j = 0; j <= t; j++) ref += s[j] / sum * qkv[j * 3 * C + 2 * C + h * hs + i];
+                for (int j = 0; j <= t; j++) ref += s[j] / sum * cache_number(&values, (size_t)j * C + h * hs + i);
                 if (fabs(one[t * C + h * hs + i] - ref) > worst) worst = fabs(one[t * C + h * hs + i] - ref);
             }
         }
-    check(worst < 1e-5, "%s causal attention (head size %d) matches a double-precision reference (worst abs error %.2e)", name, hs, worst);
-    check(kv_bytes_per_token(&kv) == 2 * 1 * (size_t)C * 4, "kv cache bytes/token = 2 x n_layer x n_embd x 4");
+    check(worst < 1e-5, "%s causal attention, %s cache (head size %d), matches a double-precision reference (worst abs error %.2e)",
+          name, tn, hs, worst);
+    size_t row = type == WEIGHT_F32 ? 4 * (size_t)C : type == WEIGHT_F16 ? 2 * (size_t)C : (size_t)C + C / Q8_BLOCK * 2;
+    check(kv_bytes_per_token(&kv) == 2 * row, "%s kv cache bytes/token = 2 x n_layer x (%zu bytes per row of %d)", tn, row, C);
     kv_cache_free(&kv);
     free(qkv), free(one), free(chunked), free(plain), free(scores), free(s);
 }
 
 static void test_attention(const Kernels *k, const char *name) {
-    const int small[] = {4, 1, 1, 3}, wide[] = {6, 1, 5, 2, 1, 1, 7};
-    test_attention_shape(k, name, 3, 11, 9, small, 4);
-    test_attention_shape(k, name, 2, 72, 23, wide, 7);
+    const int small[] = {4, 1, 1, 3}, wide[] = {6, 1, 5, 2, 1, 1, 7}, blocks[] = {1, 2, 3, 5, 4, 1, 7};
+    for (int type = WEIGHT_F32; type <= WEIGHT_F16; type++) {
+        test_attention_shape(k, name, type, 3, 11, 9, small, 4);
+        test_attention_shape(k, name, type, 2, 72, 23, wide, 7);
+    }
+    test_attention_shape(k, name, WEIGHT_Q8, 3, 32, 9, small, 4);
+    test_attention_shape(k, name, WEIGHT_Q8, 2, 64, 23, blocks, 7);
+    test_attention_shape(k, name, WEIGHT_Q8, 1, 96, 23, wide, 7);
     Config gpt2_small = {.n_layer = 12, .n_head = 12, .n_embd = 768, .n_ctx = 1024, .vocab_size = 50257, .ln_eps = 1e-5f};
     KVCache gpt2 = {.n_layer = gpt2_small.n_layer, .n_ctx = gpt2_small.n_ctx, .dim = gpt2_small.n_embd, .len = 1024};
     check(kv_bytes_per_token(&gpt2) == 73728 && kv_bytes_used(&gpt2) == 72u << 20, "GPT-2 small: 73728 bytes (72 KiB) per token, 72 MiB at 1024 tokens");
+    gpt2.type = WEIGHT_F16;
+    check(kv_bytes_per_token(&gpt2) == 36864, "GPT-2 small, f16 cache: 36864 bytes per token");
+    gpt2.type = WEIGHT_Q8;
+    check(kv_bytes_per_token(&gpt2) == 19584, "GPT-2 small, int8 cache: 19584 bytes per token (768 + 24 half scales per row)");
 }
 
 // Draws n samples and returns the largest gap between observed frequency and expected probability.
@@ -502,7 +549,7 @@ static float *logits_with_threads(const Model *m, const int *threads, int n_thre
     RunState s;
     KVCache kv;
     run_state_init(&s, c, &TUNED_KERNELS);
-    kv_cache_init(&kv, c);
+    kv_cache_init(&kv, c, WEIGHT_F32);
     float *all = xmalloc((size_t)steps * c->vocab_size * sizeof(float), "test");
     int saved = omp_get_max_threads(), seq[64] = {1, 7, 42, 9, 100, 3, 5, 11, 250};
     kv.len = 0;

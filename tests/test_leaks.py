@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Memory errors and leaks under valgrind: a full generation, --no-cache, --reference, --ppl, --tokenize, an error exit.
+"""Memory errors and leaks under valgrind: a full generation, --no-cache, --reference, --kv-type, --ppl, --tokenize, an error exit.
 
 valgrind cannot run the normal build on every machine (-march=native emits AVX-512 on CPUs that have it,
 and valgrind does not implement AVX-512), so this test compiles its own copy of run.c into a temporary
@@ -88,6 +88,7 @@ def main():
             report("build run.c for valgrind", why)
             return 1
         model = exported_model(tmp, layers=2, heads=2, embd=16, ctx=24, vocab=50257)
+        model32 = exported_model(tmp, layers=1, heads=1, embd=32, ctx=24, vocab=50257)  # int8 KV: heads of 32
         text = os.path.join(tmp, "text.txt")
         with open(text, "w") as f:
             f.write("The quick brown fox jumps over the lazy dog. " * 4)  # 40 tokens: two --ppl chunks
@@ -104,6 +105,10 @@ def main():
                  [model, "-p", "Hello world", "-n", "4", "-s", "5", "--reference", "-q"] + Z)
         valgrind("generate: --reference --no-cache", exe,
                  [model, "-p", "Hello world", "-n", "4", "-s", "5", "--reference", "--no-cache", "-q"] + Z)
+        valgrind("generate: --kv-type int8", exe,
+                 [model32, "-p", "Hello world", "-n", "6", "-s", "6", "--kv-type", "int8", "-q"] + Z)
+        valgrind("generate: --kv-type f16 --reference --no-cache", exe,
+                 [model, "-p", "Hello world", "-n", "4", "-s", "6", "--kv-type", "f16", "--reference", "--no-cache", "-q"] + Z)
         valgrind("generate: --prompt-ids --print-ids, no tokenizer", exe,
                  [model, "--prompt-ids", "464 2068 7586", "--print-ids", "-n", "5", "-s", "3"])
         valgrind("generate: 2 OpenMP threads (definite leaks only)", exe,

@@ -72,7 +72,7 @@ static void run_small(const Model *m, const unsigned char *data, size_t size) {
     KVCache kv;
     Sampler sm;
     run_state_init(&s, c, (k & 16) ? &PLAIN_KERNELS : &TUNED_KERNELS);
-    kv_cache_init(&kv, c);
+    kv_cache_init(&kv, c, WEIGHT_F32);
     float temperature = (k & 3) == 0 ? 0.0f : (float)(k & 3) * 0.5f;
     float top_p = (k & 4) ? 1.0f : 0.9f;
     int top_k = (k & 8) ? (k >> 4) : 0;
