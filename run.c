@@ -619,6 +619,7 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
                             float *scores);
 static void gelu_tuned(float *x, size_t n);
 static inline float exp_fast(float x); // within 1.3 ulp of expf, and vectorizable; the sampler uses it too
+static int tuned_vector_width(void);   // floats per vector in the tuned kernels: it decides their sums' order
 
 static const Kernels PLAIN_KERNELS = {matmul, attention, gelu};
 static const Kernels TUNED_KERNELS = {matmul_tuned, attention_tuned, gelu_tuned};
@@ -1310,6 +1311,251 @@ static int sample(Sampler *s, const float *logits, int V) {
 }
 
 // ----------------------------------------------------------------------------
+// the prompt cache: a prompt's keys and values on disk (--prompt-cache FILE)
+//
+// Keys and values depend only on the tokens up to their position, so the cache of a prompt is also the
+// start of the cache of every longer text that begins the same way. --prompt-cache FILE saves the
+// prompt's rows after the prefill; a later run loads the rows of the longest common prefix and computes
+// only the rest. The rows are bit-identical to the ones a prefill would compute (each row's numbers do
+// not depend on the chunk that computed it), so the output is too.
+//
+// FILE, version 1, little-endian:
+//   bytes 0..63   char magic[4] = "GPKV"; uint32 version = 1; uint32 kv_type (0 f32, 1 f16, 2 int8);
+//                 uint32 kernels (0: the plain loops of --reference; 8 or 16: the tuned kernels and their
+//                 vector width, which decides the order of their sums); uint32 n_layer, n_embd, n_ctx;
+//                 uint32 n_tokens; uint64 model fingerprint (model_fingerprint below); zeros up to 64
+//   then          int32 tokens[n_tokens]
+//   then per layer: K rows (n_tokens, n_embd) and V rows (n_tokens, n_embd) in kv_type, then for int8
+//                 the K scales (n_tokens, n_embd / 32) and V scales, IEEE half
+//   and the file ends there. Each array is stored exactly as the KV cache holds it in memory, so loading
+//   the first R positions is one read per array and layer, straight into the cache: nothing is parsed or
+//   converted.
+
+#define PCACHE_MAGIC "GPKV"
+#define PCACHE_VERSION 1
+#define PCACHE_HEADER_BYTES 64
+#define FINGERPRINT_BLOCKS 16 // blocks of 64 bytes hashed per tensor
+
+typedef struct {
+    const char *path;     // FILE
+    uint64_t fingerprint; // of the model in use
+    uint32_t kernels;     // 0 = plain loops, else the tuned kernels' vector width
+} PromptCache;
+
+// FNV-1a, 64-bit: tells files apart; it is not meant to resist someone forging a collision.
+static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001B3ULL;
+    return h;
+}
+
+// Where each tensor starts in the mapped file, in file order (the order layout_tensors() lays them out).
+static int tensor_starts(const Model *m, const unsigned char **out) {
+    const Weights *w = &m->weights;
+    int n = 0;
+#define START(p) if (p) out[n++] = (const unsigned char *)(p)
+    START(w->wte.data); START(w->wte.scales); START(w->wpe);
+    for (int l = 0; l < m->config.n_layer; l++) {
+        const LayerWeights *L = &w->layers[l];
+        START(L->ln1_w); START(L->ln1_b); START(L->attn_w.data); START(L->attn_w.scales); START(L->attn_b);
+        START(L->attn_proj_w.data); START(L->attn_proj_w.scales); START(L->attn_proj_b); START(L->ln2_w);
+        START(L->ln2_b); START(L->fc_w.data); START(L->fc_w.scales); START(L->fc_b); START(L->fc_proj_w.data);
+        START(L->fc_proj_w.scales); START(L->fc_proj_b);
+    }
+    START(w->lnf_w); START(w->lnf_b);
+#undef START
+    return n;
+}
+
+// A model's identity without reading all its weights: the header (config and weight type) and
+// FINGERPRINT_BLOCKS blocks of 64 bytes spread evenly over every tensor, about 200 KB for GPT-2 small.
+// A different checkpoint changes nearly every weight, so it changes the sampled ones; a single weight
+// edited by hand outside the samples would go unnoticed (README, "The prompt cache file").
+static uint64_t model_fingerprint(const Model *m) {
+    const unsigned char *base = m->file.data, *end = base + m->file.size;
+    const unsigned char **start = xmalloc((size_t)(5 + 16 * m->config.n_layer) * sizeof *start, "the fingerprint");
+    int n = tensor_starts(m, start);
+    uint64_t h = fnv1a(0xCBF29CE484222325ULL, base, MODEL_HEADER_BYTES);
+    for (int i = 0; i < n; i++) {
+        size_t len = (size_t)((i + 1 < n ? start[i + 1] : end) - start[i]); // the tensor and its padding
+        if (len <= FINGERPRINT_BLOCKS * 64) {
+            h = fnv1a(h, start[i], len);
+            continue;
+        }
+        for (int b = 0; b < FINGERPRINT_BLOCKS; b++)
+            h = fnv1a(h, start[i] + (len - 64) / (FINGERPRINT_BLOCKS - 1) * b, 64);
+    }
+    free(start);
+    return h;
+}
+
+static uint64_t read_u64(const unsigned char *p) { return read_u32(p) | (uint64_t)read_u32(p + 4) << 32; }
+static void put_u32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> 8 * i); }
+
+// The file's arrays for layer l, in file order, as (pointer into the cache, bytes for n positions).
+static int pcache_arrays(const KVCache *kv, int layer, int n, char **ptr, size_t *bytes) {
+    size_t first = (size_t)layer * kv->n_ctx * kv->dim, nb = kv_number_bytes(kv->type), numbers = (size_t)n * kv->dim;
+    ptr[0] = (char *)kv->k + first * nb, bytes[0] = numbers * nb;
+    ptr[1] = (char *)kv->v + first * nb, bytes[1] = numbers * nb;
+    if (kv->type != WEIGHT_Q8) return 2;
+    ptr[2] = (char *)(kv->k_scales + first / Q8_BLOCK), bytes[2] = numbers / Q8_BLOCK * 2;
+    ptr[3] = (char *)(kv->v_scales + first / Q8_BLOCK), bytes[3] = numbers / Q8_BLOCK * 2;
+    return 4;
+}
+
+static uint64_t pcache_file_size(const KVCache *kv, int n_tokens) {
+    return PCACHE_HEADER_BYTES + 4 * (uint64_t)n_tokens + (uint64_t)n_tokens * kv_bytes_per_token(kv);
+}
+
+static int read_at(int fd, void *buf, size_t n, off_t off) {
+    for (size_t done = 0; done < n;) {
+        ssize_t r = pread(fd, (char *)buf + done, n - done, off + (off_t)done);
+        if (r <= 0) return -1;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const void *buf, size_t n) {
+    for (size_t done = 0; done < n;) {
+        ssize_t r = write(fd, (const char *)buf + done, n - done);
+        if (r < 0) return -1;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+// Before any work: FILE must be absent or a prompt cache (anything else is left alone: an error), and
+// its directory writable, since the file is replaced through a temporary file beside it.
+static void pcache_check_path(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) die("--prompt-cache '%s' is a directory, not a file", path);
+        unsigned char magic[4] = {0};
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) die("cannot read the prompt cache '%s': %s", path, strerror(errno));
+        ssize_t got = read(fd, magic, 4);
+        close(fd);
+        if (got != 4 || memcmp(magic, PCACHE_MAGIC, 4) != 0)
+            die("'%s' is not a prompt cache (it does not start with \"" PCACHE_MAGIC "\"), so --prompt-cache leaves it "
+                "alone; HINT: give a new file name, e.g. --prompt-cache prompt.kv", path);
+    } else if (errno != ENOENT) {
+        die("cannot use the prompt cache '%s': %s", path, strerror(errno));
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) strcpy(dir, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    if (access(dir, W_OK | X_OK) != 0)
+        die("cannot write the prompt cache '%s': directory '%s': %s", path, dir, strerror(errno));
+}
+
+static const char *kernels_name(uint32_t kernels, char *buf) {
+    if (kernels == 0) return "plain (--reference)";
+    snprintf(buf, 48, "tuned (%u floats per vector)", kernels);
+    return buf;
+}
+
+// Checks FILE's header against this model, KV type and kernels, and reads its tokens into *tokens.
+// Returns their count, or -1 with the reason the cache cannot be used in why (a phrase after the name).
+static int pcache_read_tokens(int fd, const Model *m, const KVCache *kv, const PromptCache *pc, int **tokens, char *why) {
+    const Config *c = &m->config;
+    unsigned char h[PCACHE_HEADER_BYTES];
+    struct stat st;
+    if (fstat(fd, &st) != 0 || read_at(fd, h, sizeof h, 0) != 0) return fail(why, "is truncated or unreadable");
+    uint32_t version = read_u32(h + 4), type = read_u32(h + 8), kernels = read_u32(h + 12), n = read_u32(h + 28);
+    char had[48], uses[48];
+    if (version != PCACHE_VERSION) return fail(why, "has version %u (this run reads %d)", version, PCACHE_VERSION);
+    if (read_u32(h + 16) != (uint32_t)c->n_layer || read_u32(h + 20) != (uint32_t)c->n_embd ||
+        read_u32(h + 24) != (uint32_t)c->n_ctx || read_u64(h + 32) != pc->fingerprint)
+        return fail(why, "was made with another model");
+    if (type != (uint32_t)kv->type)
+        return fail(why, "holds %s keys and values, and this run uses --kv-type %s",
+                    type <= WEIGHT_Q8 ? WEIGHT_TYPE_NAME[type] : "unknown", WEIGHT_TYPE_NAME[kv->type]);
+    if (kernels != pc->kernels)
+        return fail(why, "was computed by the %s kernels, and this run uses the %s ones", kernels_name(kernels, had),
+                    kernels_name(pc->kernels, uses));
+    if (n < 1 || n > (uint32_t)c->n_ctx) return fail(why, "is inconsistent (%u tokens for a %d-position context)", n, c->n_ctx);
+    if ((uint64_t)st.st_size != pcache_file_size(kv, (int)n))
+        return fail(why, "is truncated or damaged (%lld bytes; %u tokens need %llu)", (long long)st.st_size, n,
+                    (unsigned long long)pcache_file_size(kv, (int)n));
+    *tokens = xmalloc((size_t)n * sizeof(int), "the prompt cache's tokens");
+    if (read_at(fd, *tokens, (size_t)n * sizeof(int), PCACHE_HEADER_BYTES) != 0) return fail(why, "could not be read");
+    for (uint32_t i = 0; i < n; i++)
+        if ((*tokens)[i] < 0 || (*tokens)[i] >= c->vocab_size)
+            return fail(why, "is inconsistent (token %u is %d, outside the vocabulary)", i, (*tokens)[i]);
+    return (int)n;
+}
+
+// Reads the first `reuse` positions of every layer of a cache file holding n_file positions into kv.
+static int pcache_read_rows(int fd, KVCache *kv, int n_file, int reuse) {
+    off_t off = PCACHE_HEADER_BYTES + 4 * (off_t)n_file;
+    for (int l = 0; l < kv->n_layer; l++) {
+        char *ptr[4], *unused[4];
+        size_t bytes[4], stored[4];
+        int arrays = pcache_arrays(kv, l, reuse, ptr, bytes);
+        pcache_arrays(kv, l, n_file, unused, stored);
+        for (int a = 0; a < arrays; off += (off_t)stored[a++])
+            if (read_at(fd, ptr[a], bytes[a], off) != 0) return -1;
+    }
+    return 0;
+}
+
+// Loads into kv the rows of the longest prefix FILE shares with prompt[0..n), at most n - 1 of them (the
+// last prompt token always runs, to produce the logits). Returns that count; *same = 1 when FILE holds
+// exactly this prompt. A cache that cannot be used gets one warning line and counts as absent.
+static int pcache_load(const PromptCache *pc, const Model *m, KVCache *kv, const int *prompt, int n, int *same) {
+    *same = 0;
+    int fd = open(pc->path, O_RDONLY);
+    if (fd < 0) return 0; // no cache yet (pcache_check_path has ruled out the other reasons)
+    char why[ERR_LEN];
+    int *tokens = NULL, n_file = pcache_read_tokens(fd, m, kv, pc, &tokens, why), reuse = 0;
+    if (n_file > 0) {
+        while (reuse < n_file && reuse < n - 1 && tokens[reuse] == prompt[reuse]) reuse++;
+        *same = n_file == n && memcmp(tokens, prompt, (size_t)n * sizeof(int)) == 0;
+        if (pcache_read_rows(fd, kv, n_file, reuse) != 0) n_file = fail(why, "could not be read");
+    }
+    close(fd);
+    free(tokens);
+    if (n_file < 0) {
+        fprintf(stderr, "warning: prompt cache '%s' %s; computing the prompt from scratch and replacing the file\n",
+                pc->path, why);
+        *same = 0;
+        return 0;
+    }
+    return reuse;
+}
+
+// Writes the cache's first n positions and their tokens to FILE: a temporary file beside it, then a
+// rename, so FILE is always either the old cache or the whole new one. Returns the bytes written.
+static uint64_t pcache_save(const PromptCache *pc, const KVCache *kv, const int *tokens, int n) {
+    unsigned char h[PCACHE_HEADER_BYTES] = PCACHE_MAGIC;
+    uint32_t fields[7] = {PCACHE_VERSION, (uint32_t)kv->type, pc->kernels, (uint32_t)kv->n_layer, (uint32_t)kv->dim,
+                          (uint32_t)kv->n_ctx, (uint32_t)n};
+    for (int i = 0; i < 7; i++) put_u32(h + 4 + 4 * i, fields[i]);
+    put_u32(h + 32, (uint32_t)pc->fingerprint);
+    put_u32(h + 36, (uint32_t)(pc->fingerprint >> 32));
+    char tmp[PATH_MAX + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", pc->path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    int bad = fd < 0 || write_all(fd, h, sizeof h) != 0 || write_all(fd, tokens, (size_t)n * sizeof(int)) != 0;
+    for (int l = 0; !bad && l < kv->n_layer; l++) {
+        char *ptr[4];
+        size_t bytes[4];
+        int arrays = pcache_arrays(kv, l, n, ptr, bytes);
+        for (int a = 0; a < arrays && !bad; a++) bad = write_all(fd, ptr[a], bytes[a]) != 0;
+    }
+    if (fd >= 0 && close(fd) != 0) bad = 1;
+    if (bad || rename(tmp, pc->path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        die("cannot write the prompt cache '%s': %s", pc->path, strerror(e));
+    }
+    return pcache_file_size(kv, n);
+}
+
+// ----------------------------------------------------------------------------
 // generation
 
 typedef struct ThreadTuner ThreadTuner; // in the tuned section: the thread count under load
@@ -1325,6 +1571,7 @@ typedef struct {
     int ignore_eos;        // keep going past <|endoftext|>
     FILE *timings;         // per-token CSV, or NULL
     FILE *logits_out;      // raw logits of every sampled step, or NULL
+    const PromptCache *prompt_cache; // --prompt-cache, or NULL
     int quiet;
     ThreadTuner *tuner;    // picks the thread count of each decode step (see "threads under load")
 } GenOptions;
@@ -1347,6 +1594,22 @@ static void advance(const Model *m, RunState *s, KVCache *kv, const int *seq, in
     int pos = kv->len;
     forward(m, s, kv, seq + pos, len - pos, pos);
     compute_logits(m, s, s->xn + (size_t)(len - pos - 1) * m->config.n_embd, 1);
+}
+
+// The prompt's pass: the rows --prompt-cache can supply are loaded, the rest computed, and the prompt's
+// cache saved for the next run. Returns how many prompt tokens were computed.
+static int prefill(const Model *m, RunState *s, KVCache *kv, const int *prompt, int n, const GenOptions *g) {
+    const PromptCache *pc = g->prompt_cache;
+    int same = 0;
+    kv->len = pc ? pcache_load(pc, m, kv, prompt, n, &same) : 0;
+    int reused = kv->len;
+    if (pc && !g->quiet) fprintf(stderr, "prompt cache: reused %d of %d prompt tokens (%s)\n", reused, n, pc->path);
+    advance(m, s, kv, prompt, n, g->no_cache);
+    if (pc && !same) {
+        uint64_t bytes = pcache_save(pc, kv, prompt, n);
+        if (!g->quiet) fprintf(stderr, "prompt cache: saved %d tokens, %llu bytes (%s)\n", n, (unsigned long long)bytes, pc->path);
+    }
+    return n - reused;
 }
 
 static void check_logits(const float *logits, int V, int pos) {
@@ -1385,9 +1648,8 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
     int limit = g->n_tokens < room ? g->n_tokens : room;
     StopReason why = g->n_tokens <= room ? STOP_REQUESTED : STOP_CONTEXT;
 
-    kv->len = 0;
     double t0 = now_seconds();
-    advance(m, s, kv, seq, n_prompt, g->no_cache); // the prefill (also with -n 0, so it can be timed alone)
+    int n_computed = prefill(m, s, kv, seq, n_prompt, g); // also with -n 0, so it can be timed alone
     double t_prefill = now_seconds() - t0, t_step = now_seconds();
     int n_new = 0;
     while (n_new < limit) {
@@ -1412,7 +1674,7 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
     double t_decode = now_seconds() - t0 - t_prefill;
     if (g->print_ids) printf("\n");
     fflush(stdout);
-    if (!g->quiet) print_summary(g, kv, why, n_prompt, n_new, t_prefill, t_decode);
+    if (!g->quiet) print_summary(g, kv, why, n_computed, n_new, t_prefill, t_decode);
     return n_new;
 }
 
@@ -1463,6 +1725,7 @@ typedef struct {
     const char *ppl_path;       // --ppl
     const char *timings_path;   // --timings
     const char *logits_path;    // --logits
+    const char *prompt_cache;   // --prompt-cache
     int n_tokens;
     float temperature, top_p;
     int top_k;
@@ -1493,6 +1756,8 @@ static void usage(FILE *out) {
         "  -s SEED            random seed (default: from the clock; printed on stderr)\n"
         "  --no-cache         recompute every key and value of the whole sequence at every step\n"
         "  --kv-type T        store the KV cache's keys and values as f32 (default), f16 or int8\n"
+        "  --prompt-cache FILE  reuse the keys and values of the longest prefix the prompt shares with the\n"
+        "                     one saved in FILE, compute the rest, then save this prompt's in FILE\n"
         "  --reference        run the plain-loop kernels (the lesson's code) instead of the tuned ones\n"
         "  --threads N        use exactly N threads (default: all cores, or OMP_NUM_THREADS, and fewer\n"
         "                     while decoding if another program keeps a core busy)\n"
@@ -1568,7 +1833,8 @@ static void parse_options(Options *o, int argc, char **argv) {
         }
         // flags with a value
         static const char *valued[] = {"-p", "-f", "--prompt-ids", "-n", "-t", "--top-p", "--top-k", "-s", "-z",
-                                       "--ppl", "--timings", "--logits", "--threads", "--kv-type"};
+                                       "--ppl", "--timings", "--logits", "--threads", "--kv-type",
+                                       "--prompt-cache"};
         int known = 0;
         for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= strcmp(a, valued[k]) == 0;
         if (!known) die("unknown option '%s'; see --help", a);
@@ -1588,10 +1854,15 @@ static void parse_options(Options *o, int argc, char **argv) {
         else if (strcmp(a, "--logits") == 0) o->logits_path = v;
         else if (strcmp(a, "--threads") == 0) o->threads = (int)parse_int(a, v, 1, 1024);
         else if (strcmp(a, "--kv-type") == 0) o->kv_type = parse_kv_type(v);
+        else if (strcmp(a, "--prompt-cache") == 0) o->prompt_cache = v;
     }
     if ((o->prompt != NULL) + (o->prompt_file != NULL) + (o->prompt_ids != NULL) > 1)
         die("give the prompt one way only: -p, -f or --prompt-ids");
     if (o->tokenize && o->prompt_ids) die("--tokenize needs a text prompt (-p or -f), not --prompt-ids");
+    if (o->prompt_cache && o->no_cache)
+        die("--prompt-cache reuses a prompt's keys and values, and --no-cache recomputes them at every step: use one or the other");
+    if (o->prompt_cache && o->ppl_path)
+        die("--prompt-cache is for generation: --ppl scores the text in fresh contexts, with no prompt to reuse");
     if (!o->model_path && !o->tokenize)
         die("no model given; usage: run MODEL.bin -p \"Once upon a time\" (HINT: python3 export_gpt2.py gpt2 model.bin)");
 }
@@ -1750,6 +2021,7 @@ static void run_generation(const Model *m, RunState *s, KVCache *kv, const Optio
 // Everything after the tokenizer: load the model, check the inputs against it, then score or generate.
 static void run_model(const Options *o, const Tokenizer *tok, const char *prompt, size_t prompt_len) {
     char err[ERR_LEN];
+    if (o->prompt_cache) pcache_check_path(o->prompt_cache); // before any work
     Model model;
     double t_load = now_seconds();
     if (model_load(&model, o->model_path, err) != 0) die("%s", err);
@@ -1760,8 +2032,13 @@ static void run_model(const Options *o, const Tokenizer *tok, const char *prompt
             tokenizer_vocab_size(tok));
     int n_ids;
     int *ids = o->ppl_path ? ppl_ids(o, tok, c, &n_ids) : prompt_ids(o, tok, c, prompt, prompt_len, &n_ids);
+    if (o->kv_type == WEIGHT_Q8 && (c->n_embd / c->n_head) % Q8_BLOCK != 0)
+        die("--kv-type int8 stores each head's keys and values in blocks of %d numbers, so it needs a head size "
+            "that is a multiple of %d; this model's is %d (use --kv-type f16)", Q8_BLOCK, Q8_BLOCK, c->n_embd / c->n_head);
+    PromptCache pc = {o->prompt_cache, o->prompt_cache ? model_fingerprint(&model) : 0,
+                      o->reference ? 0 : (uint32_t)tuned_vector_width()};
     GenOptions g = {.tok = tok, .print_ids = o->print_ids, .n_tokens = o->n_tokens, .no_cache = o->no_cache,
-                    .ignore_eos = o->ignore_eos, .quiet = o->quiet};
+                    .ignore_eos = o->ignore_eos, .quiet = o->quiet, .prompt_cache = o->prompt_cache ? &pc : NULL};
     if (o->timings_path && !o->ppl_path) {
         g.timings = open_output(o->timings_path, "--timings");
         fprintf(g.timings, "step,position,ms,kv_bytes\n");
@@ -1772,9 +2049,6 @@ static void run_model(const Options *o, const Tokenizer *tok, const char *prompt
     g.tuner = thread_tuner_new(omp_get_max_threads(), o->threads != 0);
     RunState state;
     run_state_init(&state, c, o->reference ? &PLAIN_KERNELS : &TUNED_KERNELS);
-    if (o->kv_type == WEIGHT_Q8 && (c->n_embd / c->n_head) % Q8_BLOCK != 0)
-        die("--kv-type int8 stores each head's keys and values in blocks of %d numbers, so it needs a head size "
-            "that is a multiple of %d; this model's is %d (use --kv-type f16)", Q8_BLOCK, Q8_BLOCK, c->n_embd / c->n_head);
     KVCache kv;
     kv_cache_init(&kv, c, o->kv_type);
     if (!o->quiet) print_model_line(&model, t_load, o->threads != 0);
@@ -1844,6 +2118,7 @@ int main(int argc, char **argv) {
 #define VEC 8
 #endif
 typedef float vecf __attribute__((vector_size(VEC * sizeof(float))));
+static int tuned_vector_width(void) { return VEC; }
 
 static inline vecf load_floats(const float *p) {
     vecf v;

@@ -86,8 +86,9 @@ def round_kv(x, kv):
     return (q * scale).reshape(x.shape)
 
 
-def hidden(p, ids, kv="f32"):
-    """Final LayerNorm output [T, C] for a sequence of at most n_ctx tokens."""
+def hidden(p, ids, kv="f32", keys_values=None):
+    """Final LayerNorm output [T, C] for a sequence of at most n_ctx tokens. keys_values: a list that gets
+    each layer's (k, v), each [T, C], as the cache holds them."""
     ids = np.asarray(ids, dtype=np.int64)
     T = len(ids)
     assert 0 < T <= p["n_ctx"], T
@@ -102,6 +103,8 @@ def hidden(p, ids, kv="f32"):
         q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
         if kv != "f32":
             k, v = round_kv(k, kv), round_kv(v, kv)
+        if keys_values is not None:
+            keys_values.append((k, v))
         y = np.empty((T, C))
         for j in range(H):
             s = slice(j * hs, (j + 1) * hs)

@@ -15,6 +15,7 @@ Prints "ok - name" / "not ok - name: why" per assertion; exits 1 if any failed.
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,177 @@ def kv_type_errors(mbin_hs16):
     check("--kv-type without a value: one error line, exit 1", one_error_line(r, "--kv-type"), stderr_lines(r))
 
 
+# ---------------------------------------------------------------------------------- --prompt-cache
+
+NUMPY_TYPE = {"f32": "<f4", "f16": "<f2", "int8": "i1"}
+ONE_STEP = {"f32": 1e-5, "f16": 1e-3, "int8": 1e-2}  # float32 noise; a half's step (2^-11); an int8 step (1/127)
+
+
+def read_prompt_cache(path, kv, n_layer, C):
+    """A --prompt-cache file read by the format README.md gives ("The prompt cache file"), independently of
+    run.c: the header fields, the tokens, and each layer's K and V rows as float64."""
+    with open(path, "rb") as f:
+        d = f.read()
+    magic, version, kv_type, kernels, L, embd, n_ctx, n = struct.unpack_from("<4s7I", d, 0)
+    out = dict(magic=magic, version=version, kv_type=kv_type, kernels=kernels, n_layer=L, n_embd=embd, n_ctx=n_ctx,
+               n_tokens=n, fingerprint=struct.unpack_from("<Q", d, 32)[0], zeros=d[40:64] == bytes(24), size=len(d))
+    out["tokens"] = list(struct.unpack_from(f"<{n}i", d, 64))
+    off, layers = 64 + 4 * n, []
+    for _ in range(n_layer):
+        arrays = []
+        for _ in range(2):
+            a = np.frombuffer(d, NUMPY_TYPE[kv], n * C, off).astype(np.float64).reshape(n, C)
+            off += n * C * BYTES_PER_NUMBER[kv]
+            arrays.append(a)
+        for i in range(2 if kv == "int8" else 0):
+            s = np.frombuffer(d, "<f2", n * C // 32, off).astype(np.float64).reshape(n, C // 32, 1)
+            off += n * C // 32 * 2
+            arrays[i] = (arrays[i].reshape(n, C // 32, 32) * s).reshape(n, C)
+        layers.append(arrays)
+    out["layers"], out["end"] = layers, off
+    return out
+
+
+def pc_lines(r):
+    return [x for x in stderr_lines(r) if x.startswith("prompt cache:")]
+
+
+def prefill_count(r):
+    m = re.search(r"^prefill: (\d+) tokens", r.stderr.decode(), re.M)
+    return int(m.group(1)) if m else None
+
+
+def prompt_cache_identity(tag, mbin, p, tmp, rng):
+    """Cold, warm, extended, shorter and partly shared prompts: the same stdout and --logits as without
+    --prompt-cache, the reuse the longest common prefix gives, and the file as the README describes it."""
+    L, C, V, P = p["n_layer"], p["n_embd"], p["vocab_size"], p["n_ctx"]
+    base = [int(x) for x in rng.integers(0, min(V, 50256), size=26)]
+    other = [int(x) for x in rng.integers(0, min(V, 50256), size=10)]
+    # (name, prompt, expected reuse, expected save) in this order, one cache file per type and sampling
+    steps = [("cold", base[:20], 0, True), ("warm", base[:20], 19, False), ("extended", base, 20, True),
+             ("shorter", base[:9], 8, True), ("partly shared", base[:12] + other, 9, True),
+             ("one token", base[:1], 0, True), ("nothing shared", other, 0, True)]
+    n = 10
+    lf = os.path.join(tmp, "pc.logits")
+    for kv in KV_TYPES:
+        for sampling in (["-t", 0], ["-t", 0.9, "--top-k", 40, "-s", 3]):
+            cache = os.path.join(tmp, f"prompt-{kv}.kv")
+            if os.path.exists(cache):
+                os.remove(cache)
+            label = f"{tag}: --prompt-cache, --kv-type {kv} {' '.join(map(str, sampling))}"
+            for name, prompt, reuse, save in steps:
+                pids = " ".join(map(str, prompt))
+                outs = []
+                for pc in ([], ["--prompt-cache", cache]):
+                    r = run(mbin, "--prompt-ids", pids, "-n", n, "--print-ids", "--kv-type", kv, "--logits", lf,
+                            *sampling, *pc)
+                    with open(lf, "rb") as f:
+                        outs.append((r.returncode, r.stdout, f.read()))
+                want = [f"prompt cache: reused {reuse} of {len(prompt)} prompt tokens ({cache})"]
+                if save:
+                    want.append(f"prompt cache: saved {len(prompt)} tokens, {os.path.getsize(cache)} bytes ({cache})")
+                check(f"{label}, {name} ({len(prompt)} tokens): stdout and --logits byte-identical to the run without it; "
+                      f"stderr says '{want[0]}'{' and saves' if save else ', no save'}; prefill counts {len(prompt) - reuse}",
+                      outs[0] == outs[1] and outs[0][0] == 0 and pc_lines(r) == want and prefill_count(r) == len(prompt) - reuse
+                      and not any(x.startswith("warning") for x in stderr_lines(r)),
+                      f"{pc_lines(r)} vs {want}; prefill {prefill_count(r)}; same output {outs[0] == outs[1]}")
+            # The file holds the last prompt: its rows against the reference's keys and values, rounded the
+            # same way; a number on a rounding boundary may land one step away (an f16 or an int8 step).
+            f = read_prompt_cache(cache, kv, L, C)
+            kvs = []
+            ref.hidden(p, other, kv, keys_values=kvs)
+            worst = max(rel_err(a, b) for (ka, va), (kb, vb) in zip(f["layers"], kvs) for a, b in ((ka, kb), (va, vb)))
+            check(f"{label}: the file is laid out as the README says (header, tokens, per layer K then V rows"
+                  f"{', then their scales' if kv == 'int8' else ''}) and its rows are the reference's keys and values "
+                  f"(worst {worst:.1e} of the largest)",
+                  f["magic"] == b"GPKV" and f["version"] == 1 and f["kv_type"] == KV_TYPES.index(kv) and f["kernels"] in (8, 16)
+                  and (f["n_layer"], f["n_embd"], f["n_ctx"], f["n_tokens"]) == (L, C, P, len(other)) and f["zeros"]
+                  and f["tokens"] == other and f["end"] == f["size"] and worst <= ONE_STEP[kv],
+                  {k: v for k, v in f.items() if k != "layers"})
+    # The plain kernels sum in another order than the tuned ones: their rows differ in the last bits, so a
+    # cache from one is not reused by the other (the output would no longer be identical).
+    cache = os.path.join(tmp, "kernels.kv")
+    pids = " ".join(map(str, base))
+    run(mbin, "--prompt-ids", pids, "-n", 1, "--print-ids", "-q", "--prompt-cache", cache)
+    a = run(mbin, "--prompt-ids", pids, "-n", n, "--print-ids", "-t", 0, "--reference", "--prompt-cache", cache)
+    b = run(mbin, "--prompt-ids", pids, "-n", n, "--print-ids", "-t", 0, "--reference")
+    warn = [x for x in stderr_lines(a) if x.startswith("warning:")]
+    check(f"{tag}: a tuned-kernel cache with --reference: one warning, recomputed, same output as --reference alone",
+          len(warn) == 1 and "kernels" in warn[0] and a.stdout == b.stdout and pc_lines(a)[:1] ==
+          [f"prompt cache: reused 0 of {len(base)} prompt tokens ({cache})"], f"{warn} {pc_lines(a)}")
+    r = run(mbin, "--prompt-ids", pids, "-n", n, "--print-ids", "-q", "--reference", "--prompt-cache", cache)
+    check(f"{tag}: -q: no prompt cache lines either", r.returncode == 0 and r.stderr == b"", r.stderr[-200:])
+
+
+def prompt_cache_bad_input(mbin, other_bin, p, tmp):
+    """Each bad input the README lists, with its documented behaviour."""
+    prompt = " ".join(str(i) for i in range(100, 120))
+    args = [mbin, "--prompt-ids", prompt, "-n", 4, "--print-ids", "-s", 1]
+    baseline = run(*args).stdout
+    cache = os.path.join(tmp, "bad.kv")
+
+    def fresh(kv="f32", model=mbin):
+        if os.path.exists(cache):
+            os.remove(cache)
+        r = run(model, "--prompt-ids", prompt, "-n", 1, "--print-ids", "-q", "--kv-type", kv, "--prompt-cache", cache)
+        with open(cache, "rb") as f:
+            return r.returncode == 0 and f.read()
+
+    def replaced(name, keyword, data=None):
+        """A cache that is valid but not for this run, or damaged: one warning naming why, computed from
+        scratch with the same output, the file replaced by a good one (the next run reuses it)."""
+        if data is not None:
+            with open(cache, "wb") as f:
+                f.write(data)
+        r = run(*args, "--prompt-cache", cache)
+        warn = [x for x in stderr_lines(r) if x.startswith("warning:")]
+        again = run(*args, "--prompt-cache", cache)
+        check(f"--prompt-cache, {name}: one 'warning:' line ({keyword}), computed from scratch, same output, file replaced",
+              r.returncode == 0 and len(warn) == 1 and keyword in warn[0] and cache in warn[0] and r.stdout == baseline
+              and pc_lines(r)[:1] == [f"prompt cache: reused 0 of 20 prompt tokens ({cache})"] and len(pc_lines(r)) == 2
+              and again.stdout == baseline and pc_lines(again) == [f"prompt cache: reused 19 of 20 prompt tokens ({cache})"],
+              f"rc {r.returncode}, {warn}, {pc_lines(r)}, then {pc_lines(again)}")
+
+    def untouched_error(name, path, data, *keywords):
+        if data is not None:
+            with open(path, "wb") as f:
+                f.write(data)
+        before = open(path, "rb").read() if os.path.isfile(path) else None
+        r = run(*args, "--prompt-cache", path)
+        after = open(path, "rb").read() if os.path.isfile(path) else None
+        check(f"--prompt-cache, {name}: one 'error:' line, exit 1, nothing else done, file untouched",
+              one_error_line(r, *keywords) and before == after, stderr_lines(r))
+
+    with open(mbin, "rb") as f:
+        model_bytes = f.read()
+    untouched_error("FILE is a model.bin", cache, model_bytes, "not a prompt cache")
+    untouched_error("FILE is a text file", cache, b"Once upon a time\n", "not a prompt cache")
+    untouched_error("FILE is empty", cache, b"", "not a prompt cache")
+    untouched_error("FILE is a directory", tmp, None, "directory")
+    untouched_error("FILE's directory does not exist", os.path.join(tmp, "no", "such", "dir.kv"), None, "cannot write")
+    untouched_error("FILE's directory is a regular file", os.path.join(mbin, "x.kv"), None, "cannot")
+    for extra, keyword in ((["--no-cache"], "--no-cache"), (["--ppl", mbin], "--ppl")):
+        r = run(*args, "--prompt-cache", cache, *extra)
+        check(f"--prompt-cache with {extra[0]}: one 'error:' line, exit 1", one_error_line(r, "--prompt-cache", keyword),
+              stderr_lines(r))
+
+    good = fresh()
+    replaced("a cache from another model of the same shape", "another model", fresh(model=other_bin))
+    replaced("a cache with f16 keys and values, run with f32", "f16", fresh(kv="f16"))
+    replaced("truncated by 100 bytes", "truncated", good[:-100])
+    replaced("truncated to its header", "truncated", good[:64])
+    replaced("one byte too many", "truncated", good + b"\0")
+    replaced("version 2", "version", good[:4] + struct.pack("<I", 2) + good[8:])
+    replaced("n_tokens larger than the file holds", "truncated", good[:28] + struct.pack("<I", 21) + good[32:])
+    replaced("n_tokens beyond the context", "inconsistent", good[:28] + struct.pack("<I", 49) + good[32:])
+    replaced("n_tokens 0", "inconsistent", good[:28] + struct.pack("<I", 0) + good[32:])
+    replaced("a token id outside the vocabulary", "vocabulary", good[:64] + struct.pack("<i", 60000) + good[68:])
+    replaced("another n_embd in the header", "another model", good[:20] + struct.pack("<I", 32) + good[24:])
+    replaced("a changed fingerprint", "another model", good[:32] + bytes(8) + good[40:])
+    left = [x for x in os.listdir(tmp) if ".tmp." in x]
+    check("--prompt-cache leaves no temporary files behind", not left, left)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 def main():
@@ -176,6 +348,9 @@ def main():
         kv_type_checks(tag, mbin, p, tmp, rng)
         kv_ppl_checks(tag, mbin, p, tmp)
         kv_type_errors(mk.exported_model(tmp, layers=1, heads=4, embd=64, ctx=16, vocab=64))
+        prompt_cache_identity(tag, mbin, p, tmp, rng)
+        prompt_cache_bad_input(mbin, mk.exported_model(tmp, layers=2, heads=2, embd=64, ctx=48, vocab=50257, std=0.2,
+                                                       seed=14), p, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(exit_status())
