@@ -8,12 +8,15 @@
  *     layer to the KV cache;
  *   - `--no-cache`, which throws the cache away at every step and recomputes the whole sequence with the
  *     same function, so the saving can be timed and the two paths checked to give identical tokens;
+ *   - what is done with a KV cache beyond one run: stored smaller (--kv-type f16 or int8), saved and reused
+ *     across runs (--prompt-cache), and shifted to generate past the context (--context-shift);
  *   - GPT-2's exact byte-level BPE tokenizer, a sampler, and a small command line.
  * What it is not: a training loop, a server, or fast on anything but the CPU it runs on.
  *
  * Read it top to bottom: the model file -> the KV cache -> the math as plain loops -> the forward pass ->
- * tokenizer -> sampler -> generation -> command line. After main() comes a fenced section of tuned kernels,
- * faster twins of the plain loops, which a first reading may skip: `./run --reference` runs the plain ones.
+ * tokenizer -> sampler -> the prompt cache -> context shift -> generation -> command line. After main() comes
+ * a fenced section of tuned kernels, faster twins of the plain loops, which a first reading may skip:
+ * `./run --reference` runs the plain ones.
  * Shapes use C = n_embd, T = tokens in a chunk, V = vocab size, NH = heads, hs = C / NH. Needs only libc
  * and libm; OpenMP, when the compiler has it, splits the loops across cores.
  */
@@ -1556,6 +1559,40 @@ static uint64_t pcache_save(const PromptCache *pc, const KVCache *kv, const int 
 }
 
 // ----------------------------------------------------------------------------
+// context shift: generating past n_ctx (--context-shift, --keep K)
+//
+// A sequence cannot outgrow the position table (n_ctx rows of wpe). With --context-shift, when the next
+// token would not fit, the window drops the (len - K) / 2 tokens that follow its first K (--keep K), the
+// rule llama.cpp uses, and generation goes on with what remains as its context.
+//
+// The cached rows cannot simply move down with their tokens. GPT-2 adds a learned embedding of the
+// absolute position to each token's input, so every key and value, in every layer, was computed from
+// "this token at position p". After the shift the same token sits at another position, and its keys
+// and values are different numbers. (Models with rotary position embeddings, like Llama, apply the
+// position to the keys as a rotation, which can be undone and redone on cached keys: llama.cpp shifts
+// those in place. GPT-2's positions are mixed into everything.) So the remaining window is recomputed,
+// in one batched pass from position 0, exactly as a prefill would compute it: cached and --no-cache
+// runs still print the same text.
+
+typedef struct {
+    int shifts;        // how many times the window was shifted
+    long recomputed;   // tokens whose keys and values were recomputed, over all shifts
+    double seconds;    // time those recomputing passes took
+} ShiftStats;
+
+// Drops the (len - keep) / 2 tokens after the first keep of seq[0..len); returns the new length.
+static int shift_window(int *seq, int len, int keep) {
+    int discard = (len - keep) / 2;
+    memmove(seq + keep, seq + keep + discard, (size_t)(len - keep - discard) * sizeof(int));
+    return len - discard;
+}
+
+// The summary's line: what going past the context cost.
+static void print_shifts(const ShiftStats *s) {
+    fprintf(stderr, "context shifts: %d, %ld tokens recomputed in %.3f s\n", s->shifts, s->recomputed, s->seconds);
+}
+
+// ----------------------------------------------------------------------------
 // generation
 
 typedef struct ThreadTuner ThreadTuner; // in the tuned section: the thread count under load
@@ -1572,6 +1609,8 @@ typedef struct {
     FILE *timings;         // per-token CSV, or NULL
     FILE *logits_out;      // raw logits of every sampled step, or NULL
     const PromptCache *prompt_cache; // --prompt-cache, or NULL
+    int context_shift;     // --context-shift: drop part of the window instead of stopping at n_ctx
+    int keep;              // --keep K: the first K tokens are never dropped
     int quiet;
     ThreadTuner *tuner;    // picks the thread count of each decode step (see "threads under load")
 } GenOptions;
@@ -1621,7 +1660,7 @@ static void check_logits(const float *logits, int V, int pos) {
 typedef enum { STOP_REQUESTED, STOP_CONTEXT, STOP_EOS } StopReason;
 
 static void print_summary(const GenOptions *g, const KVCache *kv, StopReason why, int n_prompt, int n_new,
-                          double t_prefill, double t_decode) {
+                          double t_prefill, double t_decode, const ShiftStats *shifts) {
     if (!g->print_ids) fputc('\n', stderr);
     if (why == STOP_EOS)
         fprintf(stderr, "stopped: end of text (<|endoftext|>) after %d of %d requested tokens\n", n_new, g->n_tokens);
@@ -1633,6 +1672,7 @@ static void print_summary(const GenOptions *g, const KVCache *kv, StopReason why
     fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_prompt, t_prefill,
             t_prefill > 0 ? n_prompt / t_prefill : 0.0);
     fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", n_new, t_decode, t_decode > 0 ? n_new / t_decode : 0.0);
+    if (g->context_shift) print_shifts(shifts);
     fprintf(stderr, "kv cache: %d of %d positions, %.1f MiB (%zu bytes/token)\n", kv->len, kv->n_ctx,
             (double)kv_bytes_used(kv) / (1024.0 * 1024.0), kv_bytes_per_token(kv));
     if (g->no_cache) fprintf(stderr, "note: with --no-cache these positions were recomputed from scratch at every step\n");
@@ -1640,20 +1680,22 @@ static void print_summary(const GenOptions *g, const KVCache *kv, StopReason why
 }
 
 // Prefill the prompt, then sample, print and append one token at a time until -n tokens, the end of the
-// context or <|endoftext|>. seq has room for n_ctx tokens. Returns how many tokens were generated.
+// context (unless --context-shift) or <|endoftext|>. seq has room for n_ctx tokens. Returns how many
+// tokens were generated.
 static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, int *seq, int n_prompt,
                     const GenOptions *g) {
     const Config *c = &m->config;
     int room = c->n_ctx - n_prompt;
-    int limit = g->n_tokens < room ? g->n_tokens : room;
-    StopReason why = g->n_tokens <= room ? STOP_REQUESTED : STOP_CONTEXT;
+    int limit = g->n_tokens < room || g->context_shift ? g->n_tokens : room;
+    StopReason why = limit == g->n_tokens ? STOP_REQUESTED : STOP_CONTEXT;
+    ShiftStats shifts = {0};
 
     double t0 = now_seconds();
     int n_computed = prefill(m, s, kv, seq, n_prompt, g); // also with -n 0, so it can be timed alone
     double t_prefill = now_seconds() - t0, t_step = now_seconds();
-    int n_new = 0;
+    int n_new = 0, len = n_prompt; // len: tokens in the window, seq[0..len)
     while (n_new < limit) {
-        check_logits(s->logits, c->vocab_size, n_prompt + n_new - 1);
+        check_logits(s->logits, c->vocab_size, len - 1);
         if (g->logits_out && fwrite(s->logits, sizeof(float), (size_t)c->vocab_size, g->logits_out) != (size_t)c->vocab_size)
             die("cannot write the --logits file: %s", strerror(errno));
         int next = sample(sampler, s->logits, c->vocab_size);
@@ -1661,20 +1703,31 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
             why = STOP_EOS;
             break;
         }
-        seq[n_prompt + n_new] = next;
+        int shifted = len == c->n_ctx; // only with --context-shift: otherwise the loop has stopped
+        if (shifted) {
+            len = shift_window(seq, len, g->keep);
+            kv->len = 0; // the rows were computed at the old positions: recompute the window (see above)
+        }
+        seq[len++] = next;
         emit_token(g, next, n_new == 0);
         n_new++;
-        advance(m, s, kv, seq, n_prompt + n_new, g->no_cache); // append its K and V for the next step
+        double t_forward = now_seconds();
+        advance(m, s, kv, seq, len, g->no_cache); // append its K and V for the next step
         double t = now_seconds();
-        omp_set_num_threads(thread_tuner_step(g->tuner, t - t_step)); // fewer threads if a core is busy
-        if (g->timings)
-            fprintf(g->timings, "%d,%d,%.4f,%zu\n", n_new, n_prompt + n_new - 1, (t - t_step) * 1e3, kv_bytes_used(kv));
+        if (shifted) {
+            shifts.shifts++;
+            shifts.recomputed += len - 1;
+            shifts.seconds += t - t_forward;
+        } else {
+            omp_set_num_threads(thread_tuner_step(g->tuner, t - t_step)); // fewer threads if a core is busy
+        }
+        if (g->timings) fprintf(g->timings, "%d,%d,%.4f,%zu\n", n_new, len - 1, (t - t_step) * 1e3, kv_bytes_used(kv));
         t_step = t;
     }
     double t_decode = now_seconds() - t0 - t_prefill;
     if (g->print_ids) printf("\n");
     fflush(stdout);
-    if (!g->quiet) print_summary(g, kv, why, n_computed, n_new, t_prefill, t_decode);
+    if (!g->quiet) print_summary(g, kv, why, n_computed, n_new, t_prefill, t_decode, &shifts);
     return n_new;
 }
 
@@ -1732,7 +1785,8 @@ typedef struct {
     uint64_t seed;
     int threads;                // --threads, 0: adapt (OMP_NUM_THREADS or all cores at most)
     int kv_type;                // --kv-type: WEIGHT_F32, WEIGHT_F16 or WEIGHT_Q8
-    int seed_given, no_cache, tokenize, print_ids, quiet, ignore_eos, reference;
+    int keep;                   // --keep K, or -1 when not given
+    int seed_given, no_cache, tokenize, print_ids, quiet, ignore_eos, reference, context_shift;
 } Options;
 
 static void usage(FILE *out) {
@@ -1749,6 +1803,9 @@ static void usage(FILE *out) {
         "Generation:\n"
         "  -n N               tokens to generate (default 256; stops earlier at the context limit\n"
         "                     or when the model writes <|endoftext|>, which is not printed)\n"
+        "  --context-shift    at the context limit, drop the older half of the text after the first K\n"
+        "                     tokens and go on (the rest is recomputed): -n may exceed the context\n"
+        "  --keep K           with --context-shift: the first K tokens are always kept (default 0)\n"
         "  --ignore-eos       do not stop at <|endoftext|>: always generate N tokens\n"
         "  -t T               temperature (default 1.0; 0 = greedy)\n"
         "  --top-p P          nucleus sampling: keep the most likely tokens up to mass P (default 0.9; 1 = off)\n"
@@ -1811,7 +1868,7 @@ static int parse_kv_type(const char *s) {
 }
 
 static void parse_options(Options *o, int argc, char **argv) {
-    *o = (Options){.n_tokens = 256, .temperature = 1.0f, .top_p = 0.9f};
+    *o = (Options){.n_tokens = 256, .temperature = 1.0f, .top_p = 0.9f, .keep = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -1826,6 +1883,7 @@ static void parse_options(Options *o, int argc, char **argv) {
         if (strcmp(a, "-q") == 0) { o->quiet = 1; continue; }
         if (strcmp(a, "--ignore-eos") == 0) { o->ignore_eos = 1; continue; }
         if (strcmp(a, "--reference") == 0) { o->reference = 1; continue; }
+        if (strcmp(a, "--context-shift") == 0) { o->context_shift = 1; continue; }
         if (a[0] != '-' || strcmp(a, "-") == 0) {
             if (o->model_path) die("unexpected argument '%s' (the model is already '%s'); see --help", a, o->model_path);
             o->model_path = a;
@@ -1834,7 +1892,7 @@ static void parse_options(Options *o, int argc, char **argv) {
         // flags with a value
         static const char *valued[] = {"-p", "-f", "--prompt-ids", "-n", "-t", "--top-p", "--top-k", "-s", "-z",
                                        "--ppl", "--timings", "--logits", "--threads", "--kv-type",
-                                       "--prompt-cache"};
+                                       "--prompt-cache", "--keep"};
         int known = 0;
         for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= strcmp(a, valued[k]) == 0;
         if (!known) die("unknown option '%s'; see --help", a);
@@ -1855,6 +1913,7 @@ static void parse_options(Options *o, int argc, char **argv) {
         else if (strcmp(a, "--threads") == 0) o->threads = (int)parse_int(a, v, 1, 1024);
         else if (strcmp(a, "--kv-type") == 0) o->kv_type = parse_kv_type(v);
         else if (strcmp(a, "--prompt-cache") == 0) o->prompt_cache = v;
+        else if (strcmp(a, "--keep") == 0) o->keep = (int)parse_int(a, v, 0, INT_MAX);
     }
     if ((o->prompt != NULL) + (o->prompt_file != NULL) + (o->prompt_ids != NULL) > 1)
         die("give the prompt one way only: -p, -f or --prompt-ids");
@@ -1863,6 +1922,9 @@ static void parse_options(Options *o, int argc, char **argv) {
         die("--prompt-cache reuses a prompt's keys and values, and --no-cache recomputes them at every step: use one or the other");
     if (o->prompt_cache && o->ppl_path)
         die("--prompt-cache is for generation: --ppl scores the text in fresh contexts, with no prompt to reuse");
+    if (o->keep >= 0 && !o->context_shift) die("--keep K only applies with --context-shift; add --context-shift");
+    if (o->context_shift && o->ppl_path)
+        die("--context-shift is for generation: --ppl already scores a long text in fresh contexts of n_ctx tokens");
     if (!o->model_path && !o->tokenize)
         die("no model given; usage: run MODEL.bin -p \"Once upon a time\" (HINT: python3 export_gpt2.py gpt2 model.bin)");
 }
@@ -2037,8 +2099,12 @@ static void run_model(const Options *o, const Tokenizer *tok, const char *prompt
             "that is a multiple of %d; this model's is %d (use --kv-type f16)", Q8_BLOCK, Q8_BLOCK, c->n_embd / c->n_head);
     PromptCache pc = {o->prompt_cache, o->prompt_cache ? model_fingerprint(&model) : 0,
                       o->reference ? 0 : (uint32_t)tuned_vector_width()};
+    if (o->keep >= c->n_ctx - 1)
+        die("--keep %d leaves nothing to drop in this model's %d-position context (at most %d)", o->keep, c->n_ctx,
+            c->n_ctx - 2);
     GenOptions g = {.tok = tok, .print_ids = o->print_ids, .n_tokens = o->n_tokens, .no_cache = o->no_cache,
-                    .ignore_eos = o->ignore_eos, .quiet = o->quiet, .prompt_cache = o->prompt_cache ? &pc : NULL};
+                    .ignore_eos = o->ignore_eos, .quiet = o->quiet, .prompt_cache = o->prompt_cache ? &pc : NULL,
+                    .context_shift = o->context_shift, .keep = o->keep > 0 ? o->keep : 0};
     if (o->timings_path && !o->ppl_path) {
         g.timings = open_output(o->timings_path, "--timings");
         fprintf(g.timings, "step,position,ms,kv_bytes\n");

@@ -9,6 +9,8 @@ export_gpt2.py or run.c: it has its own safetensors reader and works on the HF l
     logits(params, ids)          -> [T, V] float64, row t = distribution of token t+1
     greedy(params, prompt, n)    -> generated ids (argmax, ties -> lowest id; stops at n_ctx and, as
                                     ./run does without --ignore-eos, at <|endoftext|>, which it leaves out)
+    greedy(params, prompt, n, keep=K) -> the same past n_ctx, with ./run --context-shift --keep K's window
+                                    rule (shift() below)
     ppl(params, ids)             -> (tokens, mean_nll, perplexity) with the --ppl chunking rule
 
 Each takes kv="f32" (default), "f16" or "int8": the keys and values are rounded as ./run --kv-type
@@ -128,23 +130,44 @@ def last_logits(p, ids, kv="f32"):
     return hidden(p, ids, kv)[-1] @ p["w"]["wte.weight"].T
 
 
-def greedy_steps(p, prompt, n, stop_at_eot=True, kv="f32"):
-    """(generated ids, [k, V] logits each was chosen from); stops when the sequence fills n_ctx, and with
-    stop_at_eot when the choice is <|endoftext|> (EOT): that token and its row are not returned."""
+def shift(window, keep):
+    """The context-shift rule (llama.cpp's): drop the (len - keep) // 2 tokens after the first keep."""
+    drop = (len(window) - keep) // 2
+    return window[:keep] + window[keep + drop:]
+
+
+def windows(prompt, ids, n_ctx, keep=None):
+    """The token window each step of a generation saw: step i chose ids[i] from windows(...)[i]. With keep
+    (context shift) a full window is shifted before the next token is appended."""
+    seq, out = list(prompt), []
+    for t in ids:
+        out.append(list(seq))
+        if keep is not None and len(seq) == n_ctx:
+            seq = shift(seq, keep)
+        seq.append(t)
+    return out
+
+
+def greedy_steps(p, prompt, n, stop_at_eot=True, kv="f32", keep=None):
+    """(generated ids, [k, V] logits each was chosen from); stops when the sequence fills n_ctx (unless
+    keep is given: then the window shifts), and with stop_at_eot when the choice is <|endoftext|> (EOT):
+    that token and its row are not returned."""
     seq, out, rows = list(prompt), [], []
-    while len(out) < n and len(seq) < p["n_ctx"]:
+    while len(out) < n and (keep is not None or len(seq) < p["n_ctx"]):
         lg = last_logits(p, seq, kv)
         t = int(np.argmax(lg))  # first maximum = lowest id on ties
         if stop_at_eot and t == EOT:
             break
         rows.append(lg)
         out.append(t)
+        if keep is not None and len(seq) == p["n_ctx"]:
+            seq = shift(seq, keep)
         seq.append(t)
     return out, np.array(rows).reshape(len(rows), p["vocab_size"])
 
 
-def greedy(p, prompt, n, stop_at_eot=True, kv="f32"):
-    return greedy_steps(p, prompt, n, stop_at_eot, kv)[0]
+def greedy(p, prompt, n, stop_at_eot=True, kv="f32", keep=None):
+    return greedy_steps(p, prompt, n, stop_at_eot, kv, keep)[0]
 
 
 def ppl(p, ids, kv="f32"):

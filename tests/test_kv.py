@@ -326,6 +326,93 @@ def prompt_cache_bad_input(mbin, other_bin, p, tmp):
     check("--prompt-cache leaves no temporary files behind", not left, left)
 
 
+# ------------------------------------------------------------------------------ --context-shift
+
+RTOL = 1e-5  # float32 engine against the float64 reference, f32 keys and values (as tests/test_engine.py)
+
+
+def expected_shifts(n_prompt, n, n_ctx, keep):
+    """(shifts, tokens recomputed) the window rule gives for n generated tokens: each shift recomputes the
+    tokens left in the window."""
+    length, shifts, recomputed = n_prompt, 0, 0
+    for _ in range(n):
+        if length == n_ctx:
+            length -= (length - keep) // 2
+            shifts, recomputed = shifts + 1, recomputed + length
+        length += 1
+    return shifts, recomputed
+
+
+SHIFT_LINE = re.compile(r"^context shifts: (\d+), (\d+) tokens recomputed in ([0-9.]+) s$", re.M)
+
+
+def context_shift_checks(tag, mbin, p, tmp, rng):
+    """Past n_ctx against the reference's window rule, for K = 0 and K > 0, with and without the cache."""
+    V, P = p["vocab_size"], p["n_ctx"]
+    prompt = [int(x) for x in rng.integers(0, min(V, 50256), size=30)]
+    pids = " ".join(map(str, prompt))
+    n = 100  # more than twice the context: several shifts
+    lf = os.path.join(tmp, "shift.logits")
+    for keep in (0, 7):
+        shifts, recomputed = expected_shifts(len(prompt), n, P, keep)
+        want, rows = ref.greedy_steps(p, prompt, n, keep=keep)
+        out = {}
+        for nc in ([], ["--no-cache"]):
+            label = f"{tag}: --context-shift --keep {keep}{' --no-cache' if nc else ''}, {len(prompt)}-token prompt, -n {n}"
+            r = run(mbin, "--prompt-ids", pids, "-n", n, "-t", 0, "--print-ids", "--context-shift", "--keep", keep,
+                    "--logits", lf, *nc)
+            got, lg = ids_of(r.stdout), read_logits(lf, V)
+            with open(lf, "rb") as f:
+                out[bool(nc)] = (r.stdout, f.read())
+            k = decided_steps(rows, RTOL)
+            check(f"{label}: {n} greedy ids equal the reference's with the same window rule (the margins decide "
+                  f"{k} of {len(want)} steps; {len(set(got))} distinct ids, so the windows differ)",
+                  r.returncode == 0 and len(got) == n and got[:k] == want[:k] and len(set(got)) >= 10,
+                  f"rc {r.returncode}: run {got} vs ref {want}; {stderr_lines(r)[-3:]}")
+            if lg is None or lg.shape[0] != len(got):
+                check(f"{label}: --logits has a row per token", False, f"{None if lg is None else lg.shape}")
+                continue
+            seen = ref.windows(prompt, got, P, keep)
+            errs = [rel_err(lg[i].astype(np.float64), ref.last_logits(p, w)) for i, w in enumerate(seen)]
+            check(f"{label}: every step's logits equal the reference's on the same window within {RTOL:g} "
+                  f"(worst {max(errs):.1e}; windows of {min(map(len, seen))}..{max(map(len, seen))} tokens)",
+                  max(errs) <= RTOL, f"{[f'{e:.1e}' for e in errs]}")
+            m = SHIFT_LINE.search(r.stderr.decode())
+            check(f"{label}: stderr 'context shifts: {shifts}, {recomputed} tokens recomputed in X s', and "
+                  f"'stopped: generated the requested {n} tokens'",
+                  m is not None and (int(m.group(1)), int(m.group(2))) == (shifts, recomputed)
+                  and f"stopped: generated the requested {n} tokens" in stderr_lines(r), stderr_lines(r)[-6:])
+        check(f"{tag}: --context-shift --keep {keep}: cached and --no-cache stdout and --logits byte-identical",
+              out[False] == out[True], "differ")
+    for kv, sampling in (("f32", ["-s", 11]), ("int8", ["-t", 0.8, "--top-k", 50, "-s", 12])):
+        outs = [run(mbin, "--prompt-ids", pids, "-n", 60, "--print-ids", "-q", "--context-shift", "--keep", 3,
+                    "--kv-type", kv, *sampling, *nc).stdout for nc in ([], ["--no-cache"])]
+        check(f"{tag}: --context-shift --keep 3, --kv-type {kv}, sampling: cached and --no-cache stdout identical",
+              outs[0] == outs[1] and len(ids_of(outs[0])) == 60, f"{outs[0][:80]!r} vs {outs[1][:80]!r}")
+    cache = os.path.join(tmp, "shift.kv")
+    outs = [run(mbin, "--prompt-ids", pids, "-n", 40, "--print-ids", "-q", "--context-shift", "-s", 2, *pc).stdout
+            for pc in ([], ["--prompt-cache", cache], ["--prompt-cache", cache])]
+    saved = read_prompt_cache(cache, "f32", p["n_layer"], p["n_embd"])["tokens"] if os.path.exists(cache) else None
+    check(f"{tag}: --context-shift with --prompt-cache, cold and warm: the same output, and the file holds the prompt",
+          outs[0] == outs[1] == outs[2] and saved == prompt, f"{saved}")
+    r = run(mbin, "--prompt-ids", pids, "-n", 30, "-t", 0, "--print-ids")
+    check(f"{tag}: without --context-shift generation still stops at the context limit and says so",
+          r.returncode == 0 and len(ids_of(r.stdout)) == P - len(prompt) and
+          f"stopped: context limit ({P} tokens) reached after {P - len(prompt)} of 30 requested tokens" in stderr_lines(r)
+          and SHIFT_LINE.search(r.stderr.decode()) is None, stderr_lines(r)[-5:])
+    r = run(mbin, "--prompt-ids", pids, "-n", 0, "--context-shift", "--keep", P - 2, "--print-ids")
+    check(f"{tag}: --keep {P - 2} (n_ctx - 2) is accepted; -n 0 reports 'context shifts: 0, 0 tokens recomputed'",
+          r.returncode == 0 and "context shifts: 0, 0 tokens recomputed in 0.000 s" in stderr_lines(r), stderr_lines(r)[-5:])
+    for args, keywords in (([ "--keep", 3], ["--keep", "--context-shift"]),
+                           (["--context-shift", "--keep", P - 1], ["--keep", str(P - 1), str(P)]),
+                           (["--context-shift", "--keep", 1000], ["--keep", "1000"]),
+                           (["--context-shift", "--keep", -1], ["--keep"]),
+                           (["--context-shift", "--keep", "x"], ["--keep"]),
+                           (["--context-shift", "--ppl", mbin], ["--context-shift", "--ppl"])):
+        r = run(mbin, "--prompt-ids", pids, "-n", 5, *args)
+        check(f"{' '.join(map(str, args))}: one 'error:' line, exit 1", one_error_line(r, *keywords), stderr_lines(r))
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 def main():
@@ -348,6 +435,7 @@ def main():
         kv_type_checks(tag, mbin, p, tmp, rng)
         kv_ppl_checks(tag, mbin, p, tmp)
         kv_type_errors(mk.exported_model(tmp, layers=1, heads=4, embd=64, ctx=16, vocab=64))
+        context_shift_checks(tag, mbin, p, tmp, rng)
         prompt_cache_identity(tag, mbin, p, tmp, rng)
         prompt_cache_bad_input(mbin, mk.exported_model(tmp, layers=2, heads=2, embd=64, ctx=48, vocab=50257, std=0.2,
                                                        seed=14), p, tmp)

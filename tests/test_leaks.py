@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Memory errors and leaks under valgrind: a full generation, --no-cache, --reference, --kv-type, --prompt-cache, --ppl, --tokenize, an error exit.
+"""Memory errors and leaks under valgrind: a full generation, --no-cache, --reference, --kv-type, --prompt-cache, --context-shift, --ppl, --tokenize, an error exit.
 
 valgrind cannot run the normal build on every machine (-march=native emits AVX-512 on CPUs that have it,
 and valgrind does not implement AVX-512), so this test compiles its own copy of run.c into a temporary
@@ -113,6 +113,10 @@ def main():
             valgrind(f"generate: --prompt-cache, {when}", exe,
                      [model32, "-p", "Hello world, hello", "-n", "3", "-s", "7", "--kv-type", "int8", "-q",
                       "--prompt-cache", out("prompt.kv")] + Z)
+        valgrind("generate: --context-shift --keep 4 past the context", exe,
+                 [model, "-p", "Hello world", "-n", "40", "-s", "8", "--context-shift", "--keep", "4", "-q"] + Z)
+        valgrind("generate: --context-shift --no-cache", exe,
+                 [model, "-p", "Hello world", "-n", "30", "-s", "8", "--context-shift", "--no-cache", "-q"] + Z)
         valgrind("generate: --prompt-ids --print-ids, no tokenizer", exe,
                  [model, "--prompt-ids", "464 2068 7586", "--print-ids", "-n", "5", "-s", "3"])
         valgrind("generate: 2 OpenMP threads (definite leaks only)", exe,
