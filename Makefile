@@ -56,7 +56,7 @@ $(MODEL):
 
 # A random-weight GPT-2 124M-shaped model, made without network through the same path as a real one
 # (a Hugging Face-layout checkpoint, then export_gpt2.py): real speed, meaningless text. It does not
-# replace an existing model unless FORCE=1.
+# replace an existing model unless FORCE=1. DTYPE=f16 or DTYPE=int8 picks the weight type (default f32).
 random-model:
 	@if [ -e '$(MODEL)' ] && [ '$(FORCE)' != 1 ]; then \
 		echo "error: $(MODEL) already exists; 'make random-model FORCE=1' replaces it with random weights" >&2; exit 1; fi
@@ -65,8 +65,8 @@ random-model:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT INT TERM && \
 	echo "$(TEST_PYTHON) tests/make_hf_model.py --gpt2-124m $$tmp" && \
 	$(TEST_PYTHON) tests/make_hf_model.py --gpt2-124m "$$tmp" && \
-	echo "$(PYTHON) export_gpt2.py $$tmp $(MODEL)" && \
-	$(PYTHON) export_gpt2.py "$$tmp" '$(MODEL)'
+	echo "$(PYTHON) export_gpt2.py $$tmp $(MODEL)$(if $(DTYPE), --dtype $(DTYPE))" && \
+	$(PYTHON) export_gpt2.py "$$tmp" '$(MODEL)' $(if $(DTYPE),--dtype '$(DTYPE)')
 	@echo "$(MODEL) has RANDOM weights: real speed, meaningless text. For GPT-2's own weights see README.md, Quick start."
 
 tests/test_kernels: tests/test_kernels.c run.c .build-flags

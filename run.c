@@ -2202,8 +2202,9 @@ static inline float q8_scale(const Matrix *w, size_t i) {
 }
 
 // VEC weights of w starting at element i, converted to floats in registers: the stored bytes are all
-// that is read from memory. (VEC divides Q8_BLOCK, so int8 weights in one vector share one scale; q times
-// a half-precision scale is exact in float, so these are exactly weight_at()'s values.)
+// that is read from memory. int8 comes back unscaled: the caller multiplies by the block's scale, read
+// once per block of 32 (q times a half-precision scale is exact in float, so the products are exactly
+// weight_at()'s values).
 static inline vecf load_weights(const Matrix *w, size_t i, const int type) {
     vecf v;
     if (type == WEIGHT_F32) return load_floats((const float *)w->data + i);
@@ -2226,7 +2227,7 @@ static inline vecf load_weights(const Matrix *w, size_t i, const int type) {
 #else
     for (int j = 0; j < VEC; j++) v[j] = (float)q[j];
 #endif
-    return v * q8_scale(w, i);
+    return v;
 }
 
 // a * b + c in every lane. The build turns off the compiler's own fusing of a*b+c (-ffp-contract=off):
@@ -2277,16 +2278,22 @@ dot_block(float *out, size_t ldo, const float *x, size_t ldx, const Matrix *w, s
             acc[t][o] = (vecf){0};
             tail[t][o] = 0.0f;
         }
+    const int STEP = TYPE == WEIGHT_Q8 ? Q8_BLOCK : VEC; // int8: a whole block, so one scale per row
     int k = 0;
-    for (; k + VEC <= n; k += VEC) {
-        vecf xv[4];
-        for (int t = 0; t < TB; t++) xv[t] = in_register(load_floats(x + t * ldx + k));
-        for (int o = 0; o < OB; o++) {
-            vecf wv = in_register(load_weights(w, w0 + o * step * ldw + k, TYPE));
-            for (int t = 0; t < TB; t++) acc[t][o] = fma_vec(xv[t], wv, acc[t][o]);
+    for (; k + STEP <= n; k += STEP) {
+        float scale[4];
+        for (int o = 0; o < OB; o++) scale[o] = TYPE == WEIGHT_Q8 ? q8_scale(w, w0 + o * step * ldw + k) : 1.0f;
+        for (int v = k; v < k + STEP; v += VEC) {
+            vecf xv[4];
+            for (int t = 0; t < TB; t++) xv[t] = in_register(load_floats(x + t * ldx + v));
+            for (int o = 0; o < OB; o++) {
+                vecf wv = load_weights(w, w0 + o * step * ldw + v, TYPE);
+                wv = in_register(TYPE == WEIGHT_Q8 ? wv * scale[o] : wv);
+                for (int t = 0; t < TB; t++) acc[t][o] = fma_vec(xv[t], wv, acc[t][o]);
+            }
         }
     }
-    for (; k < n; k++) // the last n % VEC inputs (only tiny test models have any)
+    for (; k < n; k++) // the last n % VEC inputs (only tiny test models have any; int8 rows have none)
         for (int t = 0; t < TB; t++)
             for (int o = 0; o < OB; o++) tail[t][o] += x[t * ldx + k] * weight_at(w, w0 + o * step * ldw + k);
     for (int t = 0; t < TB; t++)
@@ -2511,15 +2518,14 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
 // regions, so it can take several times longer than with one thread fewer. (Prefill's regions are long
 // and dynamically scheduled, so there the fast thread takes over the slow one's share.) Decode therefore
 // times its own steps and moves the thread count one at a time:
-//   - after the first step, and when two steps in a row are much slower than the best recent one, it
-//     tries one thread fewer for a step and keeps that count if the step was clearly faster;
+//   - after the first step, and when two steps in a row are much slower than the usual one, it tries one
+//     thread fewer for a step and keeps that count if the step was clearly faster;
 //   - below the most it may use, it tries one thread more now and then, since load comes and goes.
 // A trial that loses makes the next one of its kind wait twice as long.
 // Output never depends on the thread count: every kernel computes a row the same way whoever runs it.
 // thread_tuner_step() sees nothing but step times, so the tests drive it with made-up ones.
 
-#define TUNER_WINDOW 4      // the recent steps at the current count that "best recent" looks at
-#define TUNER_SLOW 1.5      // a step this many times the best recent one is slow
+#define TUNER_SLOW 1.5      // a step this many times the usual one is slow
 #define TUNER_GAIN 0.9      // a trial count is kept if its step took at most this fraction of the current
 #define TUNER_FIRST_WAIT 32 // steps before retrying a direction that lost, doubled after each loss
 #define TUNER_MAX_WAIT 512
@@ -2528,8 +2534,9 @@ struct ThreadTuner {
     int max, n;                   // the most threads we may use, and the count in use
     int fixed;                    // --threads: never change
     int trial;                    // 0, or the count the step now running tries
-    double recent[TUNER_WINDOW];  // the latest step times at count n, newest first
-    int n_recent, slow_in_a_row;
+    double last[2];               // the latest two step times at count n, newest first
+    double usual;                 // the yardstick for "slow": the fastest step at count n since last judged
+    int slow_in_a_row;
     int down_wait, up_wait;       // steps before a trial of n - 1 (when slow), of n + 1
     int down_backoff, up_backoff; // the wait after a losing trial of that kind
     int changes, steps, steps_below_max;
@@ -2540,32 +2547,29 @@ static void thread_tuner_init(ThreadTuner *t, int max, int fixed) {
                        .up_wait = TUNER_FIRST_WAIT, .up_backoff = TUNER_FIRST_WAIT};
 }
 
-static void tuner_remember(ThreadTuner *t, double seconds) {
-    memmove(t->recent + 1, t->recent, (TUNER_WINDOW - 1) * sizeof(double));
-    t->recent[0] = seconds;
-    t->n_recent += t->n_recent < TUNER_WINDOW;
-}
-
 static int doubled(int wait) { return wait * 2 < TUNER_MAX_WAIT ? wait * 2 : TUNER_MAX_WAIT; }
 
 // Judges the trial step that just ran against what the current count does now: the faster of its last
 // two steps (one alone can be an outlier).
 static void tuner_judge_trial(ThreadTuner *t, double seconds) {
-    double now = t->n_recent > 1 && t->recent[1] < t->recent[0] ? t->recent[1] : t->recent[0];
-    int down = t->trial < t->n;
+    double now = t->last[1] > 0 && t->last[1] < t->last[0] ? t->last[1] : t->last[0];
+    int down = t->trial < t->n, first = t->steps == 2; // the trial right after the first step
     if (seconds <= TUNER_GAIN * now) { // the trial won: move to its count
         t->n = t->trial;
-        t->n_recent = 0;
-        tuner_remember(t, seconds);
+        t->last[0] = t->usual = seconds;
+        t->last[1] = 0;
         t->changes++;
         t->down_backoff = t->up_backoff = t->up_wait = TUNER_FIRST_WAIT;
         t->down_wait = 0;
-    } else if (down) {
-        t->down_wait = t->down_backoff;
-        t->down_backoff = doubled(t->down_backoff);
     } else {
-        t->up_backoff = doubled(t->up_backoff);
-        t->up_wait = t->up_backoff;
+        t->usual = now;
+        if (down && !first) { // the trial after the first step says nothing about load that comes later
+            t->down_wait = t->down_backoff;
+            t->down_backoff = doubled(t->down_backoff);
+        } else if (!down) {
+            t->up_backoff = doubled(t->up_backoff);
+            t->up_wait = t->up_backoff;
+        }
     }
     t->trial = 0;
     t->slow_in_a_row = 0;
@@ -2575,19 +2579,18 @@ static void tuner_judge_trial(ThreadTuner *t, double seconds) {
 static int thread_tuner_step(ThreadTuner *t, double seconds) {
     t->steps_below_max += (t->trial ? t->trial : t->n) < t->max;
     if (t->fixed || t->max == 1) return t->n;
+    t->steps++;
     if (t->trial) {
         tuner_judge_trial(t, seconds);
-        t->steps++;
         return t->n;
     }
-    tuner_remember(t, seconds);
-    double best = t->recent[0];
-    for (int i = 1; i < t->n_recent; i++) best = t->recent[i] < best ? t->recent[i] : best;
-    t->slow_in_a_row = seconds > TUNER_SLOW * best ? t->slow_in_a_row + 1 : 0;
+    t->last[1] = t->last[0];
+    t->last[0] = seconds;
+    t->usual = t->usual > 0 && t->usual < seconds ? t->usual : seconds;
+    t->slow_in_a_row = seconds > TUNER_SLOW * t->usual ? t->slow_in_a_row + 1 : 0;
     t->down_wait -= t->down_wait > 0;
     t->up_wait -= t->up_wait > 0;
-    int first = t->steps++ == 0;
-    if (t->n > 1 && (first || (t->slow_in_a_row >= 2 && t->down_wait == 0))) t->trial = t->n - 1;
+    if (t->n > 1 && (t->steps == 1 || (t->slow_in_a_row >= 2 && t->down_wait == 0))) t->trial = t->n - 1;
     else if (t->n < t->max && t->up_wait == 0) t->trial = t->n + 1;
     return t->trial ? t->trial : t->n;
 }

@@ -3,9 +3,9 @@
 
     /usr/bin/python3 bench/baseline_numpy.py MODEL.bin --prompt-ids "1 2 3" -n 64
 
-Reads model.bin (format in README.md) through np.memmap, so nothing is copied. Same algorithm as run.c:
-prefill the prompt in one pass, then one token at a time against the cache; greedy argmax (ties -> lowest
-id). Prints one JSON line: prefill and decode seconds and tok/s, the generated ids, and which BLAS
+Reads a float32 model.bin (format in README.md) through np.memmap, so nothing is copied. Same algorithm
+as run.c: prefill the prompt in one pass, then one token at a time against the cache; greedy argmax (ties
+-> lowest id). Prints one JSON line: prefill and decode seconds and tok/s, the generated ids, and which BLAS
 library numpy actually loaded (read from /proc/self/maps).
 """
 import argparse
@@ -17,9 +17,9 @@ import numpy as np
 
 
 def load(path):
-    hdr = np.fromfile(path, dtype="<u4", count=8)
-    if hdr[0] != 0x32545047 or hdr[1] != 1:
-        sys.exit(f"error: {path} is not a model.bin version 1")
+    hdr = np.fromfile(path, dtype="<u4", count=9)
+    if hdr[0] != 0x32545047 or hdr[1] not in (1, 2) or (hdr[1] == 2 and hdr[8] != 0):
+        sys.exit(f"error: {path} is not a model.bin with float32 weights (version 1, or 2 with weight_type 0)")
     L, NH, C, P, V = (int(x) for x in hdr[2:7])
     eps = float(np.fromfile(path, dtype="<f4", count=8)[7])
     mm = np.memmap(path, dtype=np.uint8, mode="r")

@@ -82,10 +82,12 @@ def parse_args():
 
 def read_config(path):
     with open(path, "rb") as f:
-        h = f.read(28)
-    if len(h) < 28 or h[:4] != b"GPT2":
+        h = f.read(36)
+    if len(h) < 36 or h[:4] != b"GPT2":
         raise BenchError(f"{rel(path)} is not a model.bin (see the model.bin section of README.md)")
-    return dict(zip(("n_layer", "n_head", "n_embd", "n_ctx", "vocab_size"), struct.unpack("<5I", h[8:28])))
+    cfg = dict(zip(("version", "n_layer", "n_head", "n_embd", "n_ctx", "vocab_size"), struct.unpack("<6I", h[4:28])))
+    cfg["weight_type"] = struct.unpack("<I", h[32:36])[0] if cfg["version"] >= 2 else 0  # version 1: float32
+    return cfg
 
 
 def random_model(out_dir):
@@ -357,6 +359,9 @@ def main():
     res["kernels"] = None if args.no_reference else tuned_vs_reference.measure(
         engine, engine.prompt("reference", prompt_ids(REFERENCE_PROMPT, V, 2)), REFERENCE_TOKENS, args.repeats, args.max_run_seconds)
     res["tokenizer"] = None if args.no_tokenizer else tokenizer_speed.measure(args.run, args.out, runs_dir, args.repeats)
+    if cfg["weight_type"] != 0 and not args.no_baseline:
+        log("the numpy baseline reads float32 weights only: skipped for this model")
+        args.no_baseline = True
     res["baseline"] = None if args.no_baseline else baseline.measure(engine, prompt, BASELINE_TOKENS, args.repeats, runs_dir)
 
     timed = [r for rs in runs.values() for r in rs if r["wall_s"] > 1.0]
@@ -364,7 +369,8 @@ def main():
     longest = {m: min(runs[(m, lengths[-1])], key=lambda r: r["wall_s"]) for m in ("cache", "no_cache")}
     omp = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("OMP_", "GOMP_")))
     label = ("GPT-2 124M-shaped" if all(cfg[k] == v for k, v in SHAPE_124M.items()) else
-             "GPT-2 ({n_layer} layers, {n_embd} wide)".format(**cfg)) + (" (random weights)" if is_random else f" ({os.path.basename(model)})")
+             "GPT-2 ({n_layer} layers, {n_embd} wide)".format(**cfg)) + f", {roofline.WEIGHT_TYPES[cfg['weight_type']][0]} weights" + \
+        (" (random)" if is_random else f" ({os.path.basename(model)})")
     res.update(
         date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), git=git_info(), build_flags=flags, sampling=SAMPLING,
         command=" ".join(([omp] if omp else []) + ["python3 bench/bench.py"] + [shlex.quote(a) for a in sys.argv[1:]]),

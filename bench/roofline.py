@@ -14,6 +14,10 @@ import subprocess
 from common import BenchError, ROOT, log, pct, rel, table, worth_repeating
 
 
+# model.bin's weight_type: name, and bytes per weight of the five big matrices (int8: a float16 scale per 32)
+WEIGHT_TYPES = {0: ("f32", 4), 1: ("f16", 2), 2: ("int8", 1 + 2 / 32)}
+
+
 class Machine:
     """bench/machine's samples over the bench: read bandwidth every time, FMA peak in full samples."""
 
@@ -39,10 +43,11 @@ class Machine:
 
 def decode_bytes(cfg, prompt_len, n):
     """Bytes one decode step reads, averaged over n steps after a prompt_len-token prompt: every weight
-    matrix (12 C^2 per layer), biases and LayerNorms, wte again as the LM head, one wte and one wpe row;
-    plus the K and V rows attention reads (a step at position p reads p + 1 of them). Returns both parts."""
+    matrix (12 C^2 per layer) and wte as the LM head, in the model's weight type; one wte row; biases,
+    LayerNorms and one wpe row (float32); plus the K and V rows attention reads (a step at position p
+    reads p + 1 of them). Returns both parts."""
     L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
-    weights = 4 * (L * (12 * C * C + 13 * C) + V * C + 2 * C + 2 * C)
+    weights = WEIGHT_TYPES[cfg["weight_type"]][1] * (L * 12 * C * C + V * C + C) + 4 * (L * 13 * C + 2 * C + C)
     return weights, 2 * L * C * 4 * (prompt_len + (n + 1) / 2)
 
 

@@ -8,9 +8,10 @@
 DIR gets config.json and model.safetensors (or pytorch_model.bin, a torch.save-style zip
 written without torch). As a module: make_model(dir, **opts) returns the weights as float64
 numpy arrays keyed by HF name without prefix, holding exactly the stored (dtype-rounded) values;
-export(dir, out) runs export_gpt2.py on it; exported_model(cache_dir, **opts) gives the path of
-a model.bin made both ways, once per cache_dir and options. This is the one writer of random
-models for the tests: they all go through the exporter, as a real checkpoint would.
+export(dir, out, args=()) runs export_gpt2.py on it; exported_model(cache_dir, weights="f32", **opts)
+gives the path of a model.bin made both ways (weights: the exporter's --dtype), once per cache_dir
+and options. This is the one writer of random models for the tests: they all go through the
+exporter, as a real checkpoint would.
 
 Weights: matrices N(0, std) with std = 0.02 * sqrt(768 / n_embd) by default (GPT-2's init,
 rescaled so that activations have GPT-2-like sizes at any width); wte N(0, 2/sqrt(C)) and
@@ -296,22 +297,23 @@ def make_124m(out_dir, dtype="F32", seed=0):
             del x32
 
 
-def export(src_dir, out_bin, env=None, timeout=300):
-    """Runs export_gpt2.py SRC_DIR OUT_BIN under `python -S` (so numpy cannot be imported: the exporter
-    must need the standard library only). Returns the CompletedProcess, stdout and stderr as text."""
-    return subprocess.run([sys.executable, "-S", EXPORTER, src_dir, out_bin], capture_output=True,
+def export(src_dir, out_bin, env=None, timeout=300, args=()):
+    """Runs export_gpt2.py SRC_DIR OUT_BIN [ARGS] under `python -S` (so numpy cannot be imported: the
+    exporter must need the standard library only). Returns the CompletedProcess, stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-S", EXPORTER, src_dir, out_bin, *args], capture_output=True,
                           text=True, env=dict(os.environ, **(env or {})), timeout=timeout)
 
 
-def exported_model(cache_dir, **opts):
-    """Path of the model.bin that export_gpt2.py makes from make_model(**opts). Made on the first call
-    for these options and reused after that, so a test can ask for the same shape many times."""
+def exported_model(cache_dir, weights="f32", **opts):
+    """Path of the model.bin that export_gpt2.py --dtype WEIGHTS makes from make_model(**opts). Made on the
+    first call for these options and reused after that, so a test can ask for the same shape many times."""
     name = "_".join(f"{k}{v}" for k, v in sorted(opts.items())) or "default"
-    out = os.path.join(cache_dir, name + ".bin")
+    src = os.path.join(cache_dir, name)
+    out = os.path.join(cache_dir, name + ("" if weights == "f32" else "_" + weights) + ".bin")
     if not os.path.exists(out):
-        src = os.path.join(cache_dir, name)
-        make_model(src, keep=False, **opts)
-        r = export(src, out)
+        if not os.path.exists(src):
+            make_model(src, keep=False, **opts)
+        r = export(src, out, args=("--dtype", weights))
         if r.returncode != 0:
             raise RuntimeError(f"export_gpt2.py {src} failed: {r.stderr.strip()}")
     return out

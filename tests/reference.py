@@ -6,6 +6,9 @@ export_gpt2.py or run.c: it has its own safetensors reader and works on the HF l
 (Conv1D weights [in, out], used as x @ W).
 
     params = load(dir)
+    params = load_bin(model.bin) the same structure from an exported model.bin (version 1 or 2), f16
+                                 and int8 weights dequantized: the weights ./run computes with, so
+                                 its f16 and int8 output can be held to the forward pass below
     logits(params, ids)          -> [T, V] float64, row t = distribution of token t+1
     greedy(params, prompt, n)    -> generated ids (argmax, ties -> lowest id; stops at n_ctx and, as
                                     ./run does without --ignore-eos, at <|endoftext|>, which it leaves out)
@@ -65,6 +68,53 @@ def load(d):
     return {"n_layer": cfg["n_layer"], "n_head": cfg["n_head"], "n_embd": cfg["n_embd"],
             "n_ctx": cfg.get("n_positions", cfg.get("n_ctx")), "vocab_size": cfg["vocab_size"],
             "eps": cfg.get("layer_norm_epsilon", 1e-5), "w": w}
+
+
+def load_bin(path):
+    """Parameters from a model.bin in load()'s structure (plus "weight_type": "f32", "f16" or "int8"):
+    matrices back in the Hugging Face (in, out) layout, every value exactly as stored (eps as the float32
+    in the header), f16 weights widened and int8 ones dequantized (q * d per block of 32, exact in
+    float64). Reads the format as README.md describes it, not through export_gpt2.py."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    assert buf[:4] == b"GPT2", "not a model.bin"
+    version, L, H, C, P, V = (int(x) for x in np.frombuffer(buf, "<u4", 6, 4))
+    assert version in (1, 2), version
+    weight_type = ("f32", "f16", "int8")[0 if version == 1 else int(np.frombuffer(buf, "<u4", 1, 32)[0])]
+    pos = 256
+
+    def take(dtype, count):  # the next array, which starts at a multiple of 64
+        nonlocal pos
+        pos += -pos % 64
+        a = np.frombuffer(buf, dtype, count, pos)
+        pos += a.nbytes
+        return a
+
+    def floats(*shape):
+        return take("<f4", math.prod(shape)).astype(np.float64).reshape(shape)
+
+    def matrix(rows, cols):  # stored (out, in) = (rows, cols)
+        if weight_type == "int8":
+            q = take("i1", rows * cols).reshape(-1, 32).astype(np.float64)
+            m = q * take("<f2", rows * cols // 32).astype(np.float64)[:, None]
+        else:
+            m = take("<f4" if weight_type == "f32" else "<f2", rows * cols)
+        return m.astype(np.float64).reshape(rows, cols)
+
+    w = {"wte.weight": matrix(V, C), "wpe.weight": floats(P, C)}
+    for i in range(L):
+        h = f"h.{i}."
+        w[h + "ln_1.weight"], w[h + "ln_1.bias"] = floats(C), floats(C)
+        w[h + "attn.c_attn.weight"], w[h + "attn.c_attn.bias"] = matrix(3 * C, C).T, floats(3 * C)
+        w[h + "attn.c_proj.weight"], w[h + "attn.c_proj.bias"] = matrix(C, C).T, floats(C)
+        w[h + "ln_2.weight"], w[h + "ln_2.bias"] = floats(C), floats(C)
+        w[h + "mlp.c_fc.weight"], w[h + "mlp.c_fc.bias"] = matrix(4 * C, C).T, floats(4 * C)
+        w[h + "mlp.c_proj.weight"], w[h + "mlp.c_proj.bias"] = matrix(C, 4 * C).T, floats(C)
+    w["ln_f.weight"], w["ln_f.bias"] = floats(C), floats(C)
+    assert pos == len(buf), (pos, len(buf))
+    eps = float(np.frombuffer(buf, "<f4", 1, 28)[0])
+    return {"n_layer": L, "n_head": H, "n_embd": C, "n_ctx": P, "vocab_size": V, "eps": eps, "w": w,
+            "weight_type": weight_type}
 
 
 def layernorm(x, g, b, eps):

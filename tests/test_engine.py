@@ -10,6 +10,8 @@ vs --no-cache identical output (greedy and sampling), context limit, -n 0, --tim
 stderr summary lines, and (with tokenizer.bin) text prompts and --ppl. On three of them, --reference
 (the plain-loop kernels) against the float64 reference, against the tuned kernels, and cached vs
 --no-cache. On a model built to produce <|endoftext|> after 4 tokens: the stop there, and --ignore-eos.
+Models of a width divisible by 32 are also exported as f16 and int8 and held to the float64 reference
+run on their stored weights (tests/reference.py load_bin). --threads 1 and 2 give identical output.
 Prints "ok - name" / "not ok - name: why" per assertion; exits 1 if any failed.
 """
 
@@ -272,6 +274,49 @@ def reference_path_checks(tag, mbin, p, prompt, n, tmp):
               f"cached {a[:120]!r} vs no-cache {b[:120]!r}, logits equal: {la == lb}")
 
 
+def weight_type_checks(tag, d, opts, tmp, rng):
+    """f16 and int8 exports of the same checkpoint: every check of model_checks against the float64
+    reference run on the stored (rounded) weights, read back from the file by reference.load_bin, and the
+    plain-loop path against it too. Their logits must also differ from the f32 model's: the rounding is real."""
+    f32_logits = None
+    for wt in ("f16", "int8"):
+        mbin = os.path.join(tmp, f"{tag}.{wt}.bin".replace(" ", "_"))
+        r = mk.export(d, mbin, args=("--dtype", wt))
+        if not check(f"{tag} {wt}: export --dtype {wt}", r.returncode == 0, r.stderr.strip()):
+            continue
+        pq = ref.load_bin(mbin)
+        check(f"{tag} {wt}: the file says {wt}", pq["weight_type"] == wt, pq["weight_type"])
+        model_checks(f"{tag} {wt}", d, mbin, opts, pq, tmp, np.random.default_rng(7))
+        prompt = [int(x) for x in rng.integers(0, opts["vocab"], size=5)]
+        reference_path_checks(f"{tag} {wt}", mbin, pq, prompt, min(8, opts["ctx"] - len(prompt) - 1), tmp)
+        # the same prompt on the f32 model and on this one: the rounded weights change the logits
+        lf = os.path.join(tmp, "wt.logits")
+        pids = " ".join(map(str, prompt))
+        r = run(mbin, "--prompt-ids", pids, "-n", 1, "-t", 0, "--print-ids", "--logits", lf, "-q")
+        if f32_logits is None:
+            f32_logits = ref.last_logits(ref.load(d), prompt)
+        err = rel_err(np.fromfile(lf, "<f4").astype(np.float64), f32_logits) if r.returncode == 0 else -1
+        check(f"{tag} {wt}: logits differ from the f32 weights' by more than float32 rounding (relative {err:.1e})",
+              err > 1e-4, f"relative difference {err:.2e}")
+
+
+def thread_checks(tag, mbin, tmp):
+    """--threads 1 and --threads 2 print identical ids and logits, greedy and sampled; the model: line says
+    the count and that it is fixed."""
+    for sampling in (("-t", 0), ("-t", 1, "-s", 5, "--top-k", 40)):
+        outs = []
+        for n in (1, 2):
+            lf = os.path.join(tmp, f"threads{n}.logits")
+            r = run(mbin, "--prompt-ids", "3 14 15 92 65 35", "-n", 20, "--print-ids", "--ignore-eos",
+                    "--threads", n, "--logits", lf, *sampling, threads=2)
+            with open(lf, "rb") as f:
+                outs.append((r.returncode, r.stdout, f.read()))
+            check(f"{tag}: --threads {n}: the model: line says {n} thread{'s' if n > 1 else ''} (--threads)",
+                  f", {n} thread{'s' if n > 1 else ''} (--threads)" in r.stderr.decode(), r.stderr.decode()[:300])
+        check(f"{tag}: --threads 1 and --threads 2 give identical ids and logits ({' '.join(map(str, sampling))})",
+              outs[0] == outs[1] and outs[0][0] == 0, f"exit {outs[0][0]}/{outs[1][0]}")
+
+
 def token_bytes(path):
     """Every token's bytes, read from tokenizer.bin: uint32 n_vocab at byte 8 and the size of the token
     bytes at byte 32 of its 36-byte header, then n_vocab + 1 offsets; the token bytes end the file."""
@@ -417,6 +462,8 @@ def main():
                                                             dtype="BF16", prefix=False, eps=0.05, std=0.2)),
         ("2L 4H C64 ctx48 V50257 F32", dict(layers=2, heads=4, embd=64, ctx=48, vocab=50257,
                                             dtype="F32", prefix=False)),
+        ("2L 2H C32 ctx24 V90 F32 std0.2", dict(layers=2, heads=2, embd=32, ctx=24, vocab=90, dtype="F32",
+                                                 std=0.2)),
     ]
     tmp = tempfile.mkdtemp(prefix="test_engine_")
     try:
@@ -440,6 +487,10 @@ def main():
                 check(f"{tag}: empty prompt starts from <|endoftext|> (50256)",
                       r.returncode == 0 and ids_of(r.stdout) == want, f"{r.stdout!r} vs {want} {r.stderr[-200:]!r}")
                 text_checks(tag, mbin, p, tmp)
+            if opts["embd"] % 32 == 0:
+                weight_type_checks(tag, d, opts, tmp, rng)
+            if k == 4:
+                thread_checks(tag, mbin, tmp)
         eos_checks(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""Tests of export_gpt2.py: exact output bytes against an independent numpy writer, and every
-error path (one "error: " line, exit 1, nothing left behind).
+"""Tests of export_gpt2.py: exact output bytes against an independent numpy writer (for every
+--dtype: f32, f16 and int8), and every error path (one "error: " line, exit 1, nothing left behind).
 
     /usr/bin/python3 tests/test_export.py          (about 10 s)
-    GPT2C_BIG=1 /usr/bin/python3 tests/test_export.py   also exports a 124M-shaped model (~500 MB)
+    GPT2C_BIG=1 /usr/bin/python3 tests/test_export.py   also exports a 124M-shaped model (~500 MB) in
+                                                         f32, f16 and int8
 
 export_gpt2.py runs under `python -S`, where numpy is not importable: that proves it is stdlib-only.
 Prints "ok - name" / "not ok - name: why" per assertion; exits 1 if any failed.
@@ -28,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import make_hf_model as mk  # noqa: E402
+import reference  # noqa: E402
 from tap import check, exit_status  # noqa: E402
 
 run_export = mk.export
@@ -36,31 +38,98 @@ run_export = mk.export
 # ----------------------------------------------------------------------------
 # independent writer of the model.bin format (README.md, "model.bin")
 
-def expected_bin(w, L, H, C, P, V, eps):
-    hdr = bytearray(256)
-    hdr[0:4] = b"GPT2"
-    hdr[4:28] = np.array([1, L, H, C, P, V], dtype="<u4").tobytes()
-    hdr[28:32] = np.array([eps], dtype="<f4").tobytes()
-    order = [("wte.weight", False), ("wpe.weight", False)]
+WEIGHT_TYPE = {"f32": 0, "f16": 1, "int8": 2}
+
+
+def file_order(L, C, P, V):
+    """(name, kind, HF shape) in file order. kind: "vector" (always float32), "matrix" (wte: stored
+    as is, in the weight type) or "conv1d" (stored transposed, in the weight type)."""
+    order = [("wte.weight", "matrix", (V, C)), ("wpe.weight", "vector", (P, C))]
     for i in range(L):
-        for n, t in (("ln_1.weight", 0), ("ln_1.bias", 0), ("attn.c_attn.weight", 1),
-                     ("attn.c_attn.bias", 0), ("attn.c_proj.weight", 1), ("attn.c_proj.bias", 0),
-                     ("ln_2.weight", 0), ("ln_2.bias", 0), ("mlp.c_fc.weight", 1),
-                     ("mlp.c_fc.bias", 0), ("mlp.c_proj.weight", 1), ("mlp.c_proj.bias", 0)):
-            order.append((f"h.{i}.{n}", bool(t)))
-    order += [("ln_f.weight", False), ("ln_f.bias", False)]
-    out, offsets = [bytes(hdr)], {}
-    pos = 256
-    for name, tr in order:
-        pad = -pos % 64
-        out.append(bytes(pad))
-        pos += pad
-        offsets[name] = pos
-        a = w[name].T if tr else w[name]
-        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
-        out.append(b)
-        pos += len(b)
-    return b"".join(out), offsets
+        for n, kind, shape in (("ln_1.weight", "vector", (C,)), ("ln_1.bias", "vector", (C,)),
+                               ("attn.c_attn.weight", "conv1d", (C, 3 * C)), ("attn.c_attn.bias", "vector", (3 * C,)),
+                               ("attn.c_proj.weight", "conv1d", (C, C)), ("attn.c_proj.bias", "vector", (C,)),
+                               ("ln_2.weight", "vector", (C,)), ("ln_2.bias", "vector", (C,)),
+                               ("mlp.c_fc.weight", "conv1d", (C, 4 * C)), ("mlp.c_fc.bias", "vector", (4 * C,)),
+                               ("mlp.c_proj.weight", "conv1d", (4 * C, C)), ("mlp.c_proj.bias", "vector", (C,))):
+            order.append((f"h.{i}.{n}", kind, shape))
+    return order + [("ln_f.weight", "vector", (C,)), ("ln_f.bias", "vector", (C,))]
+
+
+def stored_shape(kind, shape):
+    return shape[::-1] if kind == "conv1d" else shape
+
+
+def layout(L, C, P, V, weights="f32"):
+    """({name: [(offset, numpy dtype, count) of each array it is stored as]}, file size)."""
+    places, pos = {}, 256
+    for name, kind, shape in file_order(L, C, P, V):
+        n = int(np.prod(shape))
+        if kind == "vector" or weights == "f32":
+            parts = [("<f4", n)]
+        elif weights == "f16":
+            parts = [("<f2", n)]
+        else:
+            parts = [("i1", n), ("<f2", n // 32)]  # q, then one scale per block of 32
+        places[name] = []
+        for dt, count in parts:
+            pos += -pos % 64
+            places[name].append((pos, dt, count))
+            pos += np.dtype(dt).itemsize * count
+    return places, pos
+
+
+def q8_0(m):
+    """Q8_0 of a matrix (rows, cols), cols % 32 == 0, as the format says: (q int8 (rows*cols),
+    d float16 (rows*cols/32))."""
+    blocks = np.asarray(m, dtype=np.float32).reshape(-1, 32).astype(np.float64)
+    d = (np.abs(blocks).max(axis=1) / 127).astype(np.float16)
+    d64 = d.astype(np.float64)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(d64 > 0, np.rint(blocks / d64), 0.0)  # rint: half to even
+    return np.clip(q, -127, 127).astype(np.int8).reshape(-1), d
+
+
+def stored_arrays(a, kind, weights):
+    """The arrays a tensor (already in its stored orientation) becomes."""
+    if kind == "vector" or weights == "f32":
+        return [np.asarray(a, dtype=np.float32)]
+    if weights == "f16":
+        return [np.asarray(a, dtype=np.float32).astype(np.float16)]
+    return list(q8_0(a))
+
+
+def expected_bin(w, L, H, C, P, V, eps, weights="f32"):
+    """(the exact bytes of model.bin for the HF weights w, {name: offset of its first array})."""
+    places, size = layout(L, C, P, V, weights)
+    out = bytearray(size)
+    out[0:4] = b"GPT2"
+    out[4:28] = np.array([2, L, H, C, P, V], dtype="<u4").tobytes()
+    out[28:32] = np.array([eps], dtype="<f4").tobytes()
+    out[32:36] = np.array([WEIGHT_TYPE[weights]], dtype="<u4").tobytes()
+    for name, kind, _ in file_order(L, C, P, V):
+        a = w[name].T if kind == "conv1d" else w[name]
+        for (off, dt, count), arr in zip(places[name], stored_arrays(a, kind, weights)):
+            b = np.ascontiguousarray(arr, dtype=dt).tobytes()
+            assert len(b) == np.dtype(dt).itemsize * count
+            out[off:off + len(b)] = b
+    return bytes(out), {name: p[0][0] for name, p in places.items()}
+
+
+def dequantized(w, L, C, P, V, weights):
+    """The values load_bin must give back: HF layout, float64."""
+    out = {}
+    for name, kind, shape in file_order(L, C, P, V):
+        a = w[name].T if kind == "conv1d" else w[name]
+        arrays = stored_arrays(a, kind, weights)
+        if len(arrays) == 2:  # int8: q * d per block
+            q, d = arrays
+            m = (q.reshape(-1, 32).astype(np.float64) * d.astype(np.float64)[:, None])
+        else:
+            m = arrays[0].astype(np.float64)
+        m = m.reshape(stored_shape(kind, shape))
+        out[name] = m.T if kind == "conv1d" else m
+    return out
 
 
 def first_diff(a, b):
@@ -137,11 +206,12 @@ def layout_checks(tmp):
     if not check("layout: export", r.returncode == 0, r.stderr.strip()):
         return
     b = open(out, "rb").read()
-    magic, ver, l, h, c, p, v, eps = struct.unpack_from("<4s6If", b, 0)
-    check("layout: header magic/version/dims", (magic, ver, l, h, c, p, v) == (b"GPT2", 1, L, H, C, P, V),
+    magic, ver, l, h, c, p, v, eps, wt = struct.unpack_from("<4s6IfI", b, 0)
+    check("layout: header magic/version/dims", (magic, ver, l, h, c, p, v) == (b"GPT2", 2, L, H, C, P, V),
           str((magic, ver, l, h, c, p, v)))
     check("layout: header eps is float32(3e-5)", eps == float(np.float32(3e-5)), repr(eps))
-    check("layout: header bytes 32..255 are zero", b[32:256] == bytes(224))
+    check("layout: weight_type 0 (f32) without --dtype", wt == 0, str(wt))
+    check("layout: header bytes 36..255 are zero", b[36:256] == bytes(220))
     _, offs = expected_bin(w, L, H, C, P, V, 3e-5)
     check("layout: every tensor offset is a multiple of 64", all(o % 64 == 0 for o in offs.values()))
     o = offs["h.1.attn.c_attn.weight"]
@@ -154,6 +224,136 @@ def layout_checks(tmp):
           np.array_equal(got, w["h.0.mlp.c_proj.weight"].T.astype(np.float32)))
     end = offs["ln_f.bias"] + 4 * C
     check("layout: file ends exactly after ln_f.bias", len(b) == end, f"{len(b)} vs {end}")
+
+
+# ----------------------------------------------------------------------------
+# --dtype f16 and int8
+
+def export_checks(label, src, w, dims, weights, eps=1e-5):
+    """Export src with --dtype weights; the file must be expected_bin's bytes, and reference.load_bin
+    must give back the dequantized weights."""
+    L, H, C, P, V = dims
+    out = src + "_" + weights + ".bin"
+    r = run_export(src, out, args=("--dtype", weights))
+    if not check(f"{label} --dtype {weights}: exit 0", r.returncode == 0, r.stderr.strip()[-300:]):
+        return None
+    size = os.path.getsize(out)
+    check(f"{label} --dtype {weights}: the summary gives the type and the size",
+          f" as {weights}, {size:,} bytes" in r.stderr, r.stderr.strip())
+    exp, _ = expected_bin(w, L, H, C, P, V, eps, weights)
+    got = open(out, "rb").read()
+    check(f"{label} --dtype {weights}: bytes identical to independent writer", got == exp,
+          f"size {len(got)} vs {len(exp)}, first difference at byte {first_diff(got, exp)}")
+    p = reference.load_bin(out)
+    want = dequantized(w, L, C, P, V, weights)
+    bad = [n for n in want if not np.array_equal(p["w"][n], want[n])]
+    check(f"{label} --dtype {weights}: reference.load_bin gives the dequantized weights",
+          not bad and p["weight_type"] == weights and (p["n_layer"], p["n_head"], p["n_embd"], p["n_ctx"],
+                                                      p["vocab_size"]) == dims, f"differ: {bad[:5]}")
+    return got
+
+
+def weight_type_cases(tmp):
+    cases = [("F32 safetensors C64 V101", dict(layers=2, heads=2, embd=64, ctx=16, vocab=101)),
+             ("F16 pytorch_model.bin C32 V50257",
+              dict(layers=1, heads=2, embd=32, ctx=8, vocab=50257, dtype="F16", format="pytorch")),
+             ("BF16 no-prefix mask-buffers C96",
+              dict(layers=2, heads=3, embd=96, ctx=12, vocab=77, dtype="BF16", prefix=False,
+                   mask_buffers=True))]
+    for k, (label, opts) in enumerate(cases):
+        src = os.path.join(tmp, f"wt{k}")
+        w = mk.make_model(src, seed=20 + k, **opts)
+        dims = (opts["layers"], opts["heads"], opts["embd"], opts["ctx"], opts["vocab"])
+        for weights in ("f16", "int8"):
+            export_checks(label, src, w, dims, weights)
+    # "f32" spelled out is the default
+    r = run_export(src, src + "_f32.bin", args=("--dtype", "f32"))
+    check("--dtype f32: same bytes as no --dtype", r.returncode == 0 and open(src + "_f32.bin", "rb").read()
+          == expected_bin(w, *dims, 1e-5)[0], r.stderr.strip())
+
+
+def edge_weights(w):
+    """Edits h.0.mlp.c_fc.weight (HF (C, 4C); stored row o is HF column o, its blocks run down the column)
+    to hit every rule of the int8 and f16 conversions; returns what each edited block must become."""
+    m = w["h.0.mlp.c_fc.weight"]
+    m[0:32, 0] = 0.0                          # row 0, block 0: all zero -> d = 0, q = 0
+    amax = np.float32(127 * 1.4 * 2.0 ** -24)  # row 0, block 1: amax/127 rounds to the subnormal 2^-24,
+    tiny = np.zeros(32, dtype=np.float32)     # so w / d reaches 177.8 and q must be clamped
+    tiny[:3] = [amax, -0.9 * amax, 0.3 * amax]
+    m[32:64, 0] = tiny
+    ties = np.zeros(32)                       # row 1, block 0: d = 2^-8 exactly, w / d = k + 1/2
+    ties[:7] = [127, 2.5, 3.5, -2.5, -3.5, 0.5, 1.5]
+    m[0:32, 1] = ties / 256
+    m[0:2, 2] = [1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11]  # row 2: f16 ties -> 1 and 1 + 2^-9 (even)
+    return {"zero": ([0] * 32, 0.0), "tiny": ([127, -127, 53] + [0] * 29, 2.0 ** -24),
+            "ties": ([127, 2, 4, -2, -4, 0, 2] + [0] * 25, 2.0 ** -8)}
+
+
+def rewrite_checkpoint(src, w, names, prefix="transformer."):
+    """Store w[name] for the given names back into src's F32 model.safetensors."""
+    path = os.path.join(src, "model.safetensors")
+    items, meta = mk.read_safetensors(path)
+    for n in names:
+        dt, shape, _ = items[prefix + n]
+        items[prefix + n] = (dt, shape, np.ascontiguousarray(w[n], dtype="<f4").tobytes())
+    mk.write_safetensors(path, [(n, dt, sh, b) for n, (dt, sh, b) in items.items()], meta)
+
+
+def edge_cases(tmp):
+    src = os.path.join(tmp, "edge")
+    dims = (1, 2, 64, 8, 50)
+    w = mk.make_model(src, layers=1, heads=2, embd=64, ctx=8, vocab=50, seed=7)
+    want = edge_weights(w)
+    rewrite_checkpoint(src, w, ["h.0.mlp.c_fc.weight"])
+    got = export_checks("edge blocks", src, w, dims, "int8")
+    if got is not None:
+        places, _ = layout(*dims[:1], *dims[2:], "int8")
+        (q_off, _, n), (d_off, _, nd) = places["h.0.mlp.c_fc.weight"]
+        q = np.frombuffer(got, "i1", n, q_off).reshape(-1, 32)
+        d = np.frombuffer(got, "<f2", nd, d_off)
+        per_row = 64 // 32
+        for label, block in (("zero", 0), ("tiny", 1), ("ties", per_row)):
+            check(f"edge blocks int8: the {label} block is q={want[label][0][:7]}..., d={want[label][1]:g}",
+                  q[block].tolist() == want[label][0] and float(d[block]) == want[label][1],
+                  f"q={q[block].tolist()} d={float(d[block])!r}")
+        check("edge blocks int8: every scale offset and q offset is a multiple of 64",
+              all(off % 64 == 0 for parts in places.values() for off, _, _ in parts))
+    got = export_checks("edge blocks", src, w, dims, "f16")
+    if got is not None:
+        places, _ = layout(*dims[:1], *dims[2:], "f16")
+        row2 = np.frombuffer(got, "<f2", 2, places["h.0.mlp.c_fc.weight"][0][0] + 2 * 2 * 64)
+        check("edge blocks f16: halfway values round to even", row2.tolist() == [1.0, 1 + 2.0 ** -9],
+              str(row2.tolist()))
+
+
+def refused(label, src, args, words):
+    """Export must fail with exit 1, one 'error: ' line containing words, and leave nothing behind."""
+    outdir = os.path.join(os.path.dirname(src), "refused_" + label.replace(" ", "_"))
+    os.makedirs(outdir)
+    r = run_export(src, os.path.join(outdir, "model.bin"), args=args)
+    lines = r.stderr.splitlines()
+    check(f"refused {label}: exit 1, one 'error: ' line naming {words}", r.returncode == 1 and len(lines) == 1
+          and lines[0].startswith("error: ") and all(x in lines[0] for x in words) and r.stdout == "",
+          f"rc={r.returncode} stderr={r.stderr.strip()[-300:]!r}")
+    check(f"refused {label}: nothing left behind", os.listdir(outdir) == [], str(os.listdir(outdir)))
+
+
+def weight_type_errors(tmp):
+    src = os.path.join(tmp, "c48")
+    mk.make_model(src, layers=1, heads=2, embd=48, ctx=8, vocab=40, seed=8)
+    refused("int8 with n_embd 48", src, ("--dtype", "int8"),
+            ["error: --dtype int8 needs n_embd to be a multiple of 32 (this model has 48)"])
+    refused("--dtype bogus", src, ("--dtype", "bogus"), ["--dtype", "bogus"])
+    refused("--dtype with --tokenizer", src, ("--dtype", "f16", "--tokenizer"), ["--dtype", "--tokenizer"])
+    src = os.path.join(tmp, "huge")
+    w = mk.make_model(src, layers=1, heads=2, embd=32, ctx=8, vocab=40, seed=9)
+    w["h.0.attn.c_proj.weight"][3, 5] = 70000.0
+    rewrite_checkpoint(src, w, ["h.0.attn.c_proj.weight"])
+    refused("f16 with a weight of 70000", src, ("--dtype", "f16"), ["h.0.attn.c_proj.weight", "70000"])
+    export_checks("weight of 70000", src, w, (1, 2, 32, 8, 40), "int8")  # within an f16 scale's range
+    w["h.0.attn.c_proj.weight"][3, 5] = np.nan
+    rewrite_checkpoint(src, w, ["h.0.attn.c_proj.weight"])
+    refused("int8 with a NaN weight", src, ("--dtype", "int8"), ["h.0.attn.c_proj.weight", "NaN"])
 
 
 # ----------------------------------------------------------------------------
@@ -424,15 +624,19 @@ def download_checks(tmp):
 
 
 def big_check(tmp):
+    """The 124M shape in each weight type: exit 0 and the size the layout implies (times are printed,
+    not asserted)."""
     src = os.path.join(tmp, "big")
     mk.make_124m(src)
-    out = os.path.join(tmp, "big.bin")
-    t = time.time()
-    r = run_export(src, out, timeout=900)
-    dt = time.time() - t
-    check(f"124M export in {dt:.1f} s (< 60 s)", r.returncode == 0 and dt < 60, r.stderr.strip())
-    if r.returncode == 0:
-        print("# " + r.stderr.strip().replace("\n", "\n# "))
+    for weights in WEIGHT_TYPE:
+        out = os.path.join(tmp, f"big_{weights}.bin")
+        t = time.time()
+        r = run_export(src, out, timeout=900, args=("--dtype", weights))
+        size = layout(12, 768, 1024, 50257, weights)[1]
+        check(f"124M --dtype {weights}: exit 0, {size:,} bytes", r.returncode == 0 and
+              os.path.getsize(out) == size, r.stderr.strip())
+        print(f"# {time.time() - t:.1f} s: " + r.stderr.strip().replace("\n", "\n# "))
+        os.remove(out)
 
 
 def main():
@@ -443,6 +647,9 @@ def main():
     try:
         valid_cases(tmp)
         layout_checks(tmp)
+        weight_type_cases(tmp)
+        edge_cases(tmp)
+        weight_type_errors(tmp)
         error_cases(tmp)
         download_checks(tmp)
         if os.environ.get("GPT2C_BIG"):

@@ -511,6 +511,9 @@ static double idle(int step, int threads) { return (threads == 2 ? 0.010 : 0.020
 static double busy(int step, int threads) { return (threads == 2 ? 0.040 : 0.012) * (1 + step * 1e-4); }
 static double busy_for_a_while(int step, int threads) { return step >= 100 && step < 300 ? busy(step, threads) : idle(step, threads); }
 static double spiky(int step, int threads) { return idle(step, threads) * (step % 50 == 25 ? 3 : 1); }
+static double busy_after_start(int step, int threads) { return step < 5 ? idle(step, threads) : busy(step, threads); }
+static double all_slower(int step, int threads) { return idle(step, threads) * (step >= 100 ? 2.5 : 1); }
+static double long_context(int step, int threads) { return idle(step, threads) * (1 + step * 2e-3); } // attention grows
 
 static void test_thread_tuner(void) {
     ThreadTuner t;
@@ -536,6 +539,18 @@ static void test_thread_tuner(void) {
     thread_tuner_init(&t, 2, 0);
     simulate(&t, spiky, 500, &best);
     check(t.n == 2 && t.changes == 0, "thread tuner, single slow steps on an idle machine: no change (%d)", t.changes);
+    thread_tuner_init(&t, 2, 0);
+    total = simulate(&t, busy_after_start, 64, &best);
+    check(t.n == 1 && total < 1.15 * best, "thread tuner, a core busy from step 5, a 64-token run: %.3f of the best",
+          total / best);
+    thread_tuner_init(&t, 2, 0);
+    total = simulate(&t, all_slower, 1000, &best);
+    check(t.n == 2 && t.changes == 0 && total < 1.02 * best,
+          "thread tuner, both counts 2.5x slower from step 100: stays at 2 (%.3f of the best)", total / best);
+    thread_tuner_init(&t, 2, 0);
+    total = simulate(&t, long_context, 1000, &best);
+    check(t.n == 2 && t.changes == 0 && total < 1.02 * best,
+          "thread tuner, steps 3x slower over 1000 positions: stays at 2 (%.3f of the best)", total / best);
     thread_tuner_init(&t, 2, 1);
     simulate(&t, busy, 100, &best);
     check(t.n == 2 && t.changes == 0 && t.steps_below_max == 0, "thread tuner with --threads: the count never changes");
