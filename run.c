@@ -2436,8 +2436,12 @@ weighted_sum_block(float *out, size_t ldo, const float *weights, size_t ldw, con
             for (int c = 0; c < 32 / VEC; c++) acc[r][c] = (vecf){0};
         for (int j = 0; j < n + R - 1; j++) {
             size_t vj = v0 + j * ldv + i;
+            float scale = TYPE == WEIGHT_Q8 ? q8_scale(v, vj) : 1.0f; // int8: load_weights leaves it to us
             vecf vv[32 / VEC];
-            for (int c = 0; c < 32 / VEC; c++) vv[c] = in_register(load_weights(v, vj + VEC * c, TYPE));
+            for (int c = 0; c < 32 / VEC; c++) {
+                vv[c] = load_weights(v, vj + VEC * c, TYPE);
+                vv[c] = in_register(TYPE == WEIGHT_Q8 ? vv[c] * scale : vv[c]);
+            }
             for (int r = 0; r < R; r++) {
                 if (j >= n + r) continue; // past row r's last key
                 vecf wj = (vecf){0} + weights[r * ldw + j];
