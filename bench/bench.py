@@ -15,6 +15,9 @@ Then, each in its own module, measurements that put the core's numbers in contex
   tuned_vs_reference.py  the tuned kernels against the plain loops of ./run --reference
   tokenizer_speed.py     ./run --tokenize on inputs that are slow for a naive BPE
   baseline.py            ./run against a float32 numpy engine with its own KV cache (baseline_numpy.py)
+  kv_tools.py            --prompt-cache (time to first token, cold and warm), --kv-type f32/f16/int8 (decode
+                         time and bytes against the position), a 3000-token --context-shift run
+  kv_quality.py          what f16 and int8 keys and values cost: logits and perplexity against f32's
 common.py has what they share: running ./run, reading its summary lines, a markdown table.
 
 Writes bench/out/results.md, results.json, the plots, and every run's output in bench/out/runs/.
@@ -37,10 +40,12 @@ import sys
 import time
 
 import baseline
+import kv_quality
+import kv_tools
 import roofline
 import tokenizer_speed
 import tuned_vs_reference
-from common import ROOT, T0, BenchError, Engine, log, numpy_python, read_text, rel, table, worth_repeating
+from common import ROOT, T0, BenchError, Engine, log, make_random_model, read_text, rel, table, worth_repeating
 
 BENCH = os.path.join(ROOT, "bench")
 SHAPE_124M = dict(n_layer=12, n_head=12, n_embd=768, n_ctx=1024, vocab_size=50257)
@@ -66,6 +71,8 @@ def parse_args():
     ap.add_argument("--no-reference", action="store_true", help="skip the tuned kernels vs --reference runs")
     ap.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer timings")
     ap.add_argument("--no-baseline", action="store_true", help="skip the numpy baseline")
+    ap.add_argument("--no-kv-tools", action="store_true", help="skip --prompt-cache, --kv-type (speed and quality) "
+                    "and --context-shift (about 3 minutes)")
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args()
     a.run, a.out = os.path.abspath(a.run), os.path.abspath(a.out)
@@ -93,23 +100,7 @@ def read_config(path):
 def random_model(out_dir):
     """bench/out/gpt2-124M-random.bin, made once the way `make random-model` makes model.bin: a random
     Hugging Face checkpoint from tests/make_hf_model.py, converted by the real exporter."""
-    path = os.path.join(out_dir, "gpt2-124M-random.bin")
-    if os.path.exists(path):
-        return path
-    py = numpy_python()
-    if py is None:
-        raise BenchError("no model file, and no python with numpy to make a random one (apt-get install python3-numpy)")
-    hf_dir, tmp = path + ".hf", path + ".tmp"
-    try:
-        for cmd in ([py, "tests/make_hf_model.py", hf_dir, "--gpt2-124m"], [sys.executable, "export_gpt2.py", hf_dir, tmp]):
-            log(" ".join(cmd).replace(out_dir, rel(out_dir)))
-            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise BenchError(f"making the random model failed: {(r.stderr or r.stdout).strip()}")
-        os.replace(tmp, path)  # only a complete file gets the name that is reused
-    finally:
-        shutil.rmtree(hf_dir, ignore_errors=True)
-    return path
+    return make_random_model(os.path.join(out_dir, "gpt2-124M-random.bin"), ["--gpt2-124m"])
 
 
 def find_model(arg, out_dir):
@@ -119,6 +110,12 @@ def find_model(arg, out_dir):
             return os.path.abspath(path), False
     log(f"model '{arg}' not found: timing a random-weight GPT-2 124M-shaped model instead")
     return random_model(out_dir), True
+
+
+def label_of(cfg, model, is_random):
+    return ("GPT-2 124M-shaped" if all(cfg[k] == v for k, v in SHAPE_124M.items()) else
+            "GPT-2 ({n_layer} layers, {n_embd} wide)".format(**cfg)) + f", {roofline.WEIGHT_TYPES[cfg['weight_type']][0]} weights" + \
+        (" (random)" if is_random else f" ({os.path.basename(model)})")
 
 
 def prompt_ids(n, vocab, salt):
@@ -205,7 +202,10 @@ def plot(res, out_dir):
         for r in res["generation"]:
             f.write(f"{r['n']} {r['cache']['wall_s']:.4f} {r['no_cache']['wall_s']:.4f}\n")
     desc = f"{res['model']['label']}, {res['threads']} threads, {res['prompt_len']}-token prompt"
-    png = {k: os.path.join(out_dir, k + ".png") for k in ("ms_per_token", "kv_cache_bytes", "total_time")}
+    kvt = res["kv_tools"]  # kv_tools.py adds a line per KV type to the memory plot, and two plots of its own
+    png = {k: os.path.join(out_dir, k + ".png") for k in ("ms_per_token", "kv_cache_bytes", "total_time")
+           + (("kv_types", "context_shift") if kvt else ())}
+    more_memory = "".join(", \\\n     " + line for line in kv_tools.memory_lines(kvt)) if kvt else ""
     script = f"""# written by bench/bench.py; redraw with: gnuplot {rel(os.path.join(out_dir, 'plots.gp'))}
 set terminal pngcairo size 1000,620 font 'sans,11'
 set termoption noenhanced
@@ -229,7 +229,7 @@ set xlabel 'positions in the cache'
 set ylabel 'KV cache in use (MiB)'
 set xrange [0:{cfg['n_ctx']}]
 plot x*{kvpt}/1048576.0 with lines ls 1 lw 1.5 dt 2 title 'bytes per position x positions, up to the full {cfg['n_ctx']}-position context', \\
-     '{csv['cache']}' skip 1 using ($2+1):($4/1048576.0) with points ls 1 ps 0.5 title 'measured (--timings kv_bytes)'
+     '{csv['cache']}' skip 1 using ($2+1):($4/1048576.0) with points ls 1 ps 0.5 title 'measured (--timings kv_bytes)'{more_memory}
 
 set output '{png['total_time']}'
 set title "Total time vs tokens generated: --no-cache grows quadratically, the KV cache linearly\\n{desc}"
@@ -241,7 +241,7 @@ plot '{total}' index 0 using 1:3 with lines ls 2 title '--no-cache: prefill + ti
      '{total}' index 1 using 1:3 with points ls 2 title '--no-cache: whole process, each length', \\
      '{total}' index 0 using 1:2 with lines ls 1 title 'KV cache: prefill + time per token, summed', \\
      '{total}' index 1 using 1:2 with points ls 1 title 'KV cache: whole process, each length'
-"""
+""" + (kv_tools.plots(kvt, desc, png) if kvt else "")
     with open(os.path.join(out_dir, "plots.gp"), "w") as f:
         f.write(script)
     r = subprocess.run(["gnuplot", os.path.join(out_dir, "plots.gp")], capture_output=True, text=True)
@@ -285,7 +285,8 @@ def report(res):
              f"step). *repeats*: best of --repeats {res['repeats']}, but a measurement whose first run took over "
              f"{res['max_run_seconds']:g} s is not repeated. The longest runs:\n")
     L += [f"    {res['generation'][-1][m]['cmd']}" for m in ("cache", "no_cache")]
-    for key, module in (("roofline", roofline), ("kernels", tuned_vs_reference), ("tokenizer", tokenizer_speed), ("baseline", baseline)):
+    for key, module in (("roofline", roofline), ("kernels", tuned_vs_reference), ("tokenizer", tokenizer_speed), ("baseline", baseline),
+                        ("kv_tools", kv_tools), ("kv_quality", kv_quality)):
         if res[key]:
             L += [""] + module.report(res[key])
     L.append("\n## Checks\n")
@@ -363,14 +364,16 @@ def main():
         log("the numpy baseline reads float32 weights only: skipped for this model")
         args.no_baseline = True
     res["baseline"] = None if args.no_baseline else baseline.measure(engine, prompt, BASELINE_TOKENS, args.repeats, runs_dir)
+    res["kv_tools"] = None if args.no_kv_tools else kv_tools.measure(engine, cfg, args, prompt_ids, prompt, args.out)
+    res["kv_quality"] = None if args.no_kv_tools else kv_quality.measure(args.run, model, label_of(cfg, model, is_random),
+                                                                       args.out, runs_dir)
+    checks += res["kv_tools"]["prompt_cache"]["checks"] if res["kv_tools"] else []
 
     timed = [r for rs in runs.values() for r in rs if r["wall_s"] > 1.0]
     low = [r for r in timed if r["cpu_util"] < 0.85]
     longest = {m: min(runs[(m, lengths[-1])], key=lambda r: r["wall_s"]) for m in ("cache", "no_cache")}
     omp = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("OMP_", "GOMP_")))
-    label = ("GPT-2 124M-shaped" if all(cfg[k] == v for k, v in SHAPE_124M.items()) else
-             "GPT-2 ({n_layer} layers, {n_embd} wide)".format(**cfg)) + f", {roofline.WEIGHT_TYPES[cfg['weight_type']][0]} weights" + \
-        (" (random)" if is_random else f" ({os.path.basename(model)})")
+    label = label_of(cfg, model, is_random)
     res.update(
         date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), git=git_info(), build_flags=flags, sampling=SAMPLING,
         command=" ".join(([omp] if omp else []) + ["python3 bench/bench.py"] + [shlex.quote(a) for a in sys.argv[1:]]),

@@ -38,6 +38,27 @@ def numpy_python():
     return None
 
 
+def make_random_model(path, make_args):
+    """path, unless it exists: a random Hugging Face checkpoint from `tests/make_hf_model.py DIR make_args`,
+    converted by the real exporter, as `make random-model` does. Returns path."""
+    if os.path.exists(path):
+        return path
+    py = numpy_python()
+    if py is None:
+        raise BenchError("no model file, and no python with numpy to make a random one (apt-get install python3-numpy)")
+    hf_dir, tmp = path + ".hf", path + ".tmp"
+    try:
+        for cmd in ([py, "tests/make_hf_model.py", hf_dir, *make_args], [sys.executable, "export_gpt2.py", hf_dir, tmp]):
+            log(" ".join(rel(c) if os.path.isabs(c) else c for c in cmd))
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise BenchError(f"making the random model failed: {(r.stderr or r.stdout).strip()}")
+        os.replace(tmp, path)  # only a complete file gets the name that is reused
+    finally:
+        shutil.rmtree(hf_dir, ignore_errors=True)
+    return path
+
+
 def spawn(cmd, base):
     """Runs cmd from the repository root with stdout and stderr in base.out and base.err; returns wall
     seconds, CPU seconds, peak RSS (KiB) and the exit status."""
@@ -122,7 +143,7 @@ class Engine:
             raise BenchError(f"{tag}: ./run exited with {r['rc']}: {stderr.strip().splitlines()[-1:]}\n  command: {self.shown(cmd)}")
         with open(base + ".out", "rb") as f:
             r["stdout"] = f.read()
-        r.update(parse_summary(stderr, tag), cmd=self.shown(cmd))
+        r.update(parse_summary(stderr, tag), cmd=self.shown(cmd), stderr=stderr)
         r["cpu_util"] = r["cpu_s"] / (r["wall_s"] * r["threads"])
         if timings:
             r["csv"], r["timings"] = base + ".csv", read_timings(base + ".csv", r["decode_tokens"], tag)
