@@ -191,8 +191,10 @@ set xlabel 'generated token'
 set ylabel 'ms per token (log scale)'
 set logscale y
 set xrange [0:*]
-set yrange [*:*]
+set yrange [5:{8 * max(s['shift_ms'] + [s['median_ms']]):.0f}]
+set key top right
 plot '{s['csv']}' skip 1 using 1:3 with lines lw 1.5 lc rgb '{COLOR["f32"]}' title 'time per token', \\
      '{s['csv']}.shifts' using 1:2 with points pt 7 ps 1.8 lc rgb '#d62728' title 'a shift: the remaining window recomputed from position 0'
 unset logscale y
+set key top left
 """
