@@ -179,8 +179,9 @@ def kv_type_errors(mbin_hs16):
     for bad in ("int4", "F16", ""):
         r = run(mbin_hs16, "--prompt-ids", "1 2", "-n", 2, "--kv-type", bad)
         check(f"--kv-type {bad!r}: one error line, exit 1", one_error_line(r, "--kv-type"), stderr_lines(r))
-    r = run(mbin_hs16, "--prompt-ids", "1 2", "-n", 2, "--kv-type")
-    check("--kv-type without a value: one error line, exit 1", one_error_line(r, "--kv-type"), stderr_lines(r))
+    for flag in ("--kv-type", "--prompt-cache", "--keep"):
+        r = run(mbin_hs16, "--prompt-ids", "1 2", "-n", 2, flag)
+        check(f"{flag} without a value: one error line, exit 1", one_error_line(r, flag, "value"), stderr_lines(r))
 
 
 # ---------------------------------------------------------------------------------- --prompt-cache
