@@ -59,7 +59,7 @@ def perplexity(exe, model, base):
     ppl, tokens = re.search(r"^perplexity: (\S+)", out, re.M), re.search(r"^tokens: (\d+)", out, re.M)
     if r["rc"] != 0 or not ppl or not tokens:
         raise BenchError(f"{shown(cmd)} failed: {read_text(base + '.err').strip()}")
-    return dict(ppl=float(ppl[1]), tokens=int(tokens[1]), logits=logits, cmd=shown(cmd).replace(logits, "FILE"))
+    return dict(ppl=float(ppl[1]), tokens=int(tokens[1]), logits=logits, cmd=shown(cmd).replace(rel(logits), "FILE"))
 
 
 def compare_files(py, ref, other, vocab):

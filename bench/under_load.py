@@ -112,7 +112,8 @@ def report(r):
             f"busy block. *idle* means without that loop; the load average was {r['loadavg']:.2f} (1 minute) before these "
             "runs. Rows without OMP_WAIT_POLICY run with it unset. The last row divides the default's median by "
             f"the best of the other rows' in that column: lowest {ok(worst, 0.9)}.\n",
-            "The default switched its thread count (a `threads:` line in the summary) in " +
+            "./run adapts its thread count while decoding only; prefill uses all cores. The default switched its thread "
+            "count (a `threads:` line in the summary) in " +
             "; ".join(switched(r["thread_changes"][load], load) for load in LOADS) + ".\n",
             f"Decode idle against the memory roofline: the default's median {r['median'][key(CONFIGS[0][0], 'idle', 'decode')]:.1f} "
             f"tok/s x {r['bytes_per_token'] / 1e6:.1f} MB per token over {r['bandwidth']:.1f} GB/s (the higher of the read "
