@@ -1341,6 +1341,8 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
     double t0 = now_seconds();
     advance(m, s, kv, seq, n_prompt, g->no_cache); // the prefill (also with -n 0, so it can be timed alone)
     double t_prefill = now_seconds() - t0, t_step = now_seconds();
+    if (n_prompt <= 4 && !g->no_cache) // a short prompt's pass reads the weights once, like a decode step
+        omp_set_num_threads(thread_tuner_step(g->tuner, t_prefill));
     int n_new = 0;
     while (n_new < limit) {
         check_logits(s->logits, c->vocab_size, n_prompt + n_new - 1);
@@ -2194,6 +2196,6 @@ static ThreadTuner *thread_tuner_new(int max, int fixed) {
 // One line for the summary, only when the count changed.
 static void thread_tuner_report(const ThreadTuner *t) {
     if (t->changes == 0) return;
-    fprintf(stderr, "threads: %d at the start, %d at the end; %d change%s, %d of %d decode steps on fewer than %d\n",
+    fprintf(stderr, "threads: %d at the start, %d at the end; %d change%s, %d of %d steps on fewer than %d\n",
             t->max, t->n, t->changes, t->changes == 1 ? "" : "s", t->steps_below_max, t->steps, t->max);
 }
