@@ -1854,11 +1854,17 @@ static inline vecf in_register(vecf v) {
     return v;
 }
 
-// The lanes' sum in a fixed order (halves, then quarters, ...), so results never depend on a caller.
+// The lanes' sum in a fixed order, so results never depend on a caller: 16 lanes are first folded to 8.
+// (Written out: a loop over the lanes compiled to a round trip through memory for every output.)
+typedef float vec8 __attribute__((vector_size(8 * sizeof(float))));
+static inline float sum8(vec8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 static inline float sum_lanes(vecf v) {
-    for (int half = VEC / 2; half > 0; half /= 2)
-        for (int i = 0; i < half; i++) v[i] += v[i + half];
-    return v[0];
+#if VEC == 16
+    return sum8(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+#else
+    return sum8(v);
+#endif
 }
 
 // out[t][o * step] = bias[o * step] + dot(x row t, w row o * step) for a block of TB token rows and OB
