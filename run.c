@@ -1693,6 +1693,8 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
     double t0 = now_seconds();
     int n_computed = prefill(m, s, kv, seq, n_prompt, g); // also with -n 0, so it can be timed alone
     double t_prefill = now_seconds() - t0, t_step = now_seconds();
+    if (n_prompt <= 4 && !g->no_cache) // a short prompt's pass reads the weights once, like a decode step
+        omp_set_num_threads(thread_tuner_step(g->tuner, t_prefill));
     int n_new = 0, len = n_prompt; // len: tokens in the window, seq[0..len)
     while (n_new < limit) {
         check_logits(s->logits, c->vocab_size, len - 1);
@@ -2255,11 +2257,17 @@ static inline vecf in_register(vecf v) {
     return v;
 }
 
-// The lanes' sum in a fixed order (halves, then quarters, ...), so results never depend on a caller.
+// The lanes' sum in a fixed order, so results never depend on a caller: 16 lanes are first folded to 8.
+// (Written out: a loop over the lanes compiled to a round trip through memory for every output.)
+typedef float vec8 __attribute__((vector_size(8 * sizeof(float))));
+static inline float sum8(vec8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 static inline float sum_lanes(vecf v) {
-    for (int half = VEC / 2; half > 0; half /= 2)
-        for (int i = 0; i < half; i++) v[i] += v[i + half];
-    return v[0];
+#if VEC == 16
+    return sum8(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+#else
+    return sum8(v);
+#endif
 }
 
 // out[t][o * step] = bias[o * step] + dot(x row t, w row o * step) for a block of TB token rows and OB
@@ -2608,6 +2616,6 @@ static ThreadTuner *thread_tuner_new(int max, int fixed) {
 // One line for the summary, only when the count changed.
 static void thread_tuner_report(const ThreadTuner *t) {
     if (t->changes == 0) return;
-    fprintf(stderr, "threads: %d at the start, %d at the end; %d change%s, %d of %d decode steps on fewer than %d\n",
+    fprintf(stderr, "threads: %d at the start, %d at the end; %d change%s, %d of %d steps on fewer than %d\n",
             t->max, t->n, t->changes, t->changes == 1 ? "" : "s", t->steps_below_max, t->steps, t->max);
 }

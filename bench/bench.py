@@ -15,15 +15,21 @@ Then, each in its own module, measurements that put the core's numbers in contex
   tuned_vs_reference.py  the tuned kernels against the plain loops of ./run --reference
   tokenizer_speed.py     ./run --tokenize on inputs that are slow for a naive BPE
   baseline.py            ./run against a float32 numpy engine with its own KV cache (baseline_numpy.py)
+  weight_types.py        f32, f16 and int8 exports of one checkpoint: size, memory, decode against each
+                         type's roofline, prefill (545-token prompt) against the FMA peak, and a plot
+  quality.py             f16 and int8 logits against f32 on a fixed text (bench/quality.txt)
+  under_load.py          default, --threads 1/2 and OMP_WAIT_POLICY=passive, idle and with a core busy
   kv_tools.py            --prompt-cache (time to first token, cold and warm), --kv-type f32/f16/int8 (decode
                          time and bytes against the position), a 3000-token --context-shift run
-  kv_quality.py          what f16 and int8 keys and values cost: logits and perplexity against f32's
-common.py has what they share: running ./run, reading its summary lines, a markdown table.
+  kv_quality.py          f16 and int8 keys and values against f32, as quality.py compares weight types
+common.py has what they share: running ./run, reading its summary lines, a markdown table;
+random_models.py makes the random checkpoints and their exports.
 
 Writes bench/out/results.md, results.json, the plots, and every run's output in bench/out/runs/.
 Without the model file, a random-weight GPT-2 124M-shaped model is made once into bench/out/ (speed does
-not depend on the values). This driver is standard-library Python; numpy is needed by the helpers that
-make the random model and run the baseline. A measurement whose first run takes longer than
+not depend on the values); weight_types.py, quality.py and under_load.py use that one whatever --model
+is. This driver is standard-library Python; numpy is needed by the helpers that make the random models,
+run the baseline and compare logits. A measurement whose first run takes longer than
 --max-run-seconds (20) is not repeated: it averages over hundreds of steps already.
 """
 import argparse
@@ -34,7 +40,6 @@ import platform
 import shutil
 import shlex
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -43,13 +48,18 @@ import baseline
 import kv_quality
 import kv_tools
 import roofline
+import quality
+import random_models
 import tokenizer_speed
 import tuned_vs_reference
-from common import ROOT, T0, BenchError, Engine, log, make_random_model, read_text, rel, table, worth_repeating
+import under_load
+import weight_types
+from common import ROOT, T0, BenchError, Engine, gnuplot, log, read_config, read_text, rel, table, worth_repeating
 
 BENCH = os.path.join(ROOT, "bench")
 SHAPE_124M = dict(n_layer=12, n_head=12, n_embd=768, n_ctx=1024, vocab_size=50257)
 PROMPT_LEN, PREFILL_LEN, BASELINE_TOKENS = 16, 512, 32
+LONG_PROMPT = 545  # the prefill prompt of issues 11 and 12 (weight types, under load)
 REFERENCE_PROMPT, REFERENCE_TOKENS = 64, 8  # the plain-loop path is slow: seconds per run on a 124M model
 # Sampling from the whole distribution (-t 1 --top-p 1) with a fixed seed: the ids vary (greedy decoding on
 # random weights tends to repeat one id), so the cache/no-cache identity check means something.
@@ -71,6 +81,9 @@ def parse_args():
     ap.add_argument("--no-reference", action="store_true", help="skip the tuned kernels vs --reference runs")
     ap.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer timings")
     ap.add_argument("--no-baseline", action="store_true", help="skip the numpy baseline")
+    ap.add_argument("--no-weight-types", action="store_true", help="skip the f32/f16/int8 table")
+    ap.add_argument("--no-quality", action="store_true", help="skip the f16/int8 logit comparison")
+    ap.add_argument("--no-under-load", action="store_true", help="skip the runs with a busy core")
     ap.add_argument("--no-kv-tools", action="store_true", help="skip --prompt-cache, --kv-type (speed and quality) "
                     "and --context-shift (about 3 minutes)")
     ap.add_argument("--no-plots", action="store_true")
@@ -87,35 +100,13 @@ def parse_args():
 
 # ----------------------------------------------------------------------------------------- the model
 
-def read_config(path):
-    with open(path, "rb") as f:
-        h = f.read(36)
-    if len(h) < 36 or h[:4] != b"GPT2":
-        raise BenchError(f"{rel(path)} is not a model.bin (see the model.bin section of README.md)")
-    cfg = dict(zip(("version", "n_layer", "n_head", "n_embd", "n_ctx", "vocab_size"), struct.unpack("<6I", h[4:28])))
-    cfg["weight_type"] = struct.unpack("<I", h[32:36])[0] if cfg["version"] >= 2 else 0  # version 1: float32
-    return cfg
-
-
-def random_model(out_dir):
-    """bench/out/gpt2-124M-random.bin, made once the way `make random-model` makes model.bin: a random
-    Hugging Face checkpoint from tests/make_hf_model.py, converted by the real exporter."""
-    return make_random_model(os.path.join(out_dir, "gpt2-124M-random.bin"), ["--gpt2-124m"])
-
-
 def find_model(arg, out_dir):
     """The model file and whether it is the random one the bench makes when the file is missing."""
     for path in (arg, os.path.join(ROOT, arg)):
         if os.path.isfile(path):
             return os.path.abspath(path), False
     log(f"model '{arg}' not found: timing a random-weight GPT-2 124M-shaped model instead")
-    return random_model(out_dir), True
-
-
-def label_of(cfg, model, is_random):
-    return ("GPT-2 124M-shaped" if all(cfg[k] == v for k, v in SHAPE_124M.items()) else
-            "GPT-2 ({n_layer} layers, {n_embd} wide)".format(**cfg)) + f", {roofline.WEIGHT_TYPES[cfg['weight_type']][0]} weights" + \
-        (" (random)" if is_random else f" ({os.path.basename(model)})")
+    return random_models.exported(out_dir, random_models.GPT2_124M, "f32"), True
 
 
 def prompt_ids(n, vocab, salt):
@@ -185,9 +176,6 @@ def logits_check(engine, prompt, n, runs_dir):
 
 def plot(res, out_dir):
     """ms per token vs position, KV-cache bytes vs position, total time vs tokens generated (gnuplot)."""
-    if not shutil.which("gnuplot"):
-        log("gnuplot not found (apt-get install gnuplot-nox): plots skipped; the tables are complete without them")
-        return []
     g, cfg, kvpt = res["generation"][-1], res["model"]["config"], res["model"]["kv_bytes_per_token"]
     csv = {m: g[m]["csv"] for m in ("cache", "no_cache")}
     total = os.path.join(out_dir, "total_time.dat")
@@ -242,13 +230,7 @@ plot '{total}' index 0 using 1:3 with lines ls 2 title '--no-cache: prefill + ti
      '{total}' index 0 using 1:2 with lines ls 1 title 'KV cache: prefill + time per token, summed', \\
      '{total}' index 1 using 1:2 with points ls 1 title 'KV cache: whole process, each length'
 """ + (kv_tools.plots(kvt, desc, png) if kvt else "")
-    with open(os.path.join(out_dir, "plots.gp"), "w") as f:
-        f.write(script)
-    r = subprocess.run(["gnuplot", os.path.join(out_dir, "plots.gp")], capture_output=True, text=True)
-    if r.returncode != 0:
-        log(f"gnuplot failed, plots skipped: {r.stderr.strip()}")
-        return []
-    return list(png.values())
+    return list(png.values()) if gnuplot(script, os.path.join(out_dir, "plots.gp")) else []
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -286,6 +268,7 @@ def report(res):
              f"{res['max_run_seconds']:g} s is not repeated. The longest runs:\n")
     L += [f"    {res['generation'][-1][m]['cmd']}" for m in ("cache", "no_cache")]
     for key, module in (("roofline", roofline), ("kernels", tuned_vs_reference), ("tokenizer", tokenizer_speed), ("baseline", baseline),
+                        ("weight_types", weight_types), ("quality", quality), ("under_load", under_load),
                         ("kv_tools", kv_tools), ("kv_quality", kv_quality)):
         if res[key]:
             L += [""] + module.report(res[key])
@@ -364,16 +347,22 @@ def main():
         log("the numpy baseline reads float32 weights only: skipped for this model")
         args.no_baseline = True
     res["baseline"] = None if args.no_baseline else baseline.measure(engine, prompt, BASELINE_TOKENS, args.repeats, runs_dir)
+    long_prompt = engine.prompt("long", prompt_ids(LONG_PROMPT, SHAPE_124M["vocab_size"], 3))  # for the random 124M model
+    res["weight_types"] = None if args.no_weight_types else weight_types.measure(engine, machine, args.out, args, prompt, long_prompt)
+    res["quality"] = None if args.no_quality else quality.measure(args.run, args.out, runs_dir)
+    res["under_load"] = None if args.no_under_load else under_load.measure(
+        engine.for_model(random_models.exported(args.out, random_models.GPT2_124M, "f32")), machine, args.repeats, long_prompt)
     res["kv_tools"] = None if args.no_kv_tools else kv_tools.measure(engine, cfg, args, prompt_ids, prompt, args.out)
-    res["kv_quality"] = None if args.no_kv_tools else kv_quality.measure(args.run, model, label_of(cfg, model, is_random),
-                                                                       args.out, runs_dir)
     checks += res["kv_tools"]["prompt_cache"]["checks"] if res["kv_tools"] else []
+    res["kv_quality"] = None if args.no_kv_tools else kv_quality.measure(args.run, args.out, runs_dir)
 
     timed = [r for rs in runs.values() for r in rs if r["wall_s"] > 1.0]
     low = [r for r in timed if r["cpu_util"] < 0.85]
     longest = {m: min(runs[(m, lengths[-1])], key=lambda r: r["wall_s"]) for m in ("cache", "no_cache")}
     omp = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("OMP_", "GOMP_")))
-    label = label_of(cfg, model, is_random)
+    label = ("GPT-2 124M-shaped" if all(cfg[k] == v for k, v in SHAPE_124M.items()) else
+             "GPT-2 ({n_layer} layers, {n_embd} wide)".format(**cfg)) + f", {roofline.WEIGHT_TYPES[cfg['weight_type']][0]} weights" + \
+        (" (random)" if is_random else f" ({os.path.basename(model)})")
     res.update(
         date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), git=git_info(), build_flags=flags, sampling=SAMPLING,
         command=" ".join(([omp] if omp else []) + ["python3 bench/bench.py"] + [shlex.quote(a) for a in sys.argv[1:]]),
@@ -384,6 +373,8 @@ def main():
         checks=checks, runs_dir=runs_dir, prefill_s={m: r["prefill_s"] for m, r in longest.items()},
         timings={m: r["timings"] for m, r in longest.items()})
     res["plots"] = [] if args.no_plots else plot(res, args.out)
+    if res["weight_types"] and res["weight_types"]["plot"]:
+        res["plots"].append(res["weight_types"]["plot"])
     return write_results(res, runs, args.out)
 
 

@@ -4,10 +4,13 @@ A process is timed as a whole: wall time around it, CPU time and peak RSS from w
 summary lines on stderr (`model:`, `prefill:`, `decode:`, `kv cache:`) give the per-phase figures, and
 --timings FILE one CSV row per generated token. Standard library only.
 """
+import copy
+import itertools
 import os
 import re
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -38,33 +41,12 @@ def numpy_python():
     return None
 
 
-def make_random_model(path, make_args):
-    """path, unless it exists: a random Hugging Face checkpoint from `tests/make_hf_model.py DIR make_args`,
-    converted by the real exporter, as `make random-model` does. Returns path."""
-    if os.path.exists(path):
-        return path
-    py = numpy_python()
-    if py is None:
-        raise BenchError("no model file, and no python with numpy to make a random one (apt-get install python3-numpy)")
-    hf_dir, tmp = path + ".hf", path + ".tmp"
-    try:
-        for cmd in ([py, "tests/make_hf_model.py", hf_dir, *make_args], [sys.executable, "export_gpt2.py", hf_dir, tmp]):
-            log(" ".join(rel(c) if os.path.isabs(c) else c for c in cmd))
-            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise BenchError(f"making the random model failed: {(r.stderr or r.stdout).strip()}")
-        os.replace(tmp, path)  # only a complete file gets the name that is reused
-    finally:
-        shutil.rmtree(hf_dir, ignore_errors=True)
-    return path
-
-
-def spawn(cmd, base):
-    """Runs cmd from the repository root with stdout and stderr in base.out and base.err; returns wall
-    seconds, CPU seconds, peak RSS (KiB) and the exit status."""
+def spawn(cmd, base, env=None):
+    """Runs cmd from the repository root (in env, default this process's) with stdout and stderr in
+    base.out and base.err; returns wall seconds, CPU seconds, peak RSS (KiB) and the exit status."""
     with open(base + ".out", "wb") as out, open(base + ".err", "wb") as err:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, env=env)
         try:
             _, status, ru = os.wait4(p.pid, 0)  # wait4, not wait: the child's own rusage
         except BaseException:  # Ctrl-C or SIGTERM: do not leave the child running
@@ -81,12 +63,23 @@ def read_text(path):
         return f.read()
 
 
+def read_config(path):
+    with open(path, "rb") as f:
+        h = f.read(36)
+    if len(h) < 36 or h[:4] != b"GPT2":
+        raise BenchError(f"{rel(path)} is not a model.bin (see the model.bin section of README.md)")
+    cfg = dict(zip(("version", "n_layer", "n_head", "n_embd", "n_ctx", "vocab_size"), struct.unpack("<6I", h[4:28])))
+    cfg["weight_type"] = struct.unpack("<I", h[32:36])[0] if cfg["version"] >= 2 else 0  # version 1: float32
+    return cfg
+
+
 SUMMARY = {
     "prefill": re.compile(r"^prefill: (\d+) tokens in ([\d.]+) s \(([\d.]+) tok/s\)", re.M),
     "decode": re.compile(r"^decode: (\d+) tokens in ([\d.]+) s \(([\d.]+) tok/s\)", re.M),
     "kv": re.compile(r"^kv cache: (\d+) of \d+ positions, [\d.]+ MiB \((\d+) bytes/token\)", re.M),
     "threads": re.compile(r"^model:.*, (\d+) threads?\b", re.M),
 }
+THREAD_CHANGES = re.compile(r"^threads: (.*)$", re.M)  # only when decode changed its thread count
 
 
 def parse_summary(stderr, tag):
@@ -96,9 +89,11 @@ def parse_summary(stderr, tag):
         if not m[key]:
             raise BenchError(f"{tag}: no '{key}' line in ./run's stderr (did the summary format change?):\n{stderr.strip()}")
     pf, dc, kv = m["prefill"].groups(), m["decode"].groups(), m["kv"].groups()
+    changes = THREAD_CHANGES.search(stderr)
     return dict(prefill_tokens=int(pf[0]), prefill_s=float(pf[1]), prefill_tok_s=float(pf[2]),
                 decode_tokens=int(dc[0]), decode_s=float(dc[1]), decode_tok_s=float(dc[2]),
                 kv_bytes=int(kv[0]) * int(kv[1]), kv_bytes_per_token=int(kv[1]), threads=int(m["threads"].group(1)),
+                thread_changes=changes.group(1) if changes else None,
                 stopped_early="stopped: generated the requested" not in stderr)
 
 
@@ -119,8 +114,14 @@ class Engine:
 
     def __init__(self, exe, model, sampling, out_dir, runs_dir):
         self.exe, self.model, self.sampling, self.out, self.dir = exe, model, sampling, out_dir, runs_dir
-        self.count = 0
+        self.counter = itertools.count(1)
         self.prompt_files = {}  # ids string -> "$(cat FILE)", so the commands in the report stay readable
+
+    def for_model(self, model):
+        """The same engine on another model file; run numbers and prompt files stay shared."""
+        e = copy.copy(self)
+        e.model = model
+        return e
 
     def prompt(self, name, ids):
         """Writes the ids to bench/out/NAME.ids; returns them as ./run's --prompt-ids argument."""
@@ -131,19 +132,20 @@ class Engine:
         self.prompt_files[text] = f'"$(cat {rel(path)})"'
         return text
 
-    def run(self, tag, prompt, n, *extra, timings=True):
-        self.count += 1
-        base = os.path.join(self.dir, f"{self.count:03d}-{tag}")
+    def run(self, tag, prompt, n, *extra, timings=True, env=None):
+        """env: variables to set (a value None removes one) on top of this process's environment."""
+        base = os.path.join(self.dir, f"{next(self.counter):03d}-{tag}")
         cmd = [self.exe, self.model, "--prompt-ids", prompt, "--print-ids", "-n", str(n), "--ignore-eos", *self.sampling, *extra]
         if timings:
             cmd += ["--timings", base + ".csv"]
-        r = spawn(cmd, base)
+        r = spawn(cmd, base, env and {k: v for k, v in {**os.environ, **env}.items() if v is not None})
         stderr = read_text(base + ".err")
         if r["rc"] != 0:
             raise BenchError(f"{tag}: ./run exited with {r['rc']}: {stderr.strip().splitlines()[-1:]}\n  command: {self.shown(cmd)}")
         with open(base + ".out", "rb") as f:
             r["stdout"] = f.read()
-        r.update(parse_summary(stderr, tag), cmd=self.shown(cmd), stderr=stderr)
+        r.update(parse_summary(stderr, tag), cmd=" ".join([f"{k}={v}" for k, v in (env or {}).items() if v] + [self.shown(cmd)]),
+                 stderr=stderr)
         r["cpu_util"] = r["cpu_s"] / (r["wall_s"] * r["threads"])
         if timings:
             r["csv"], r["timings"] = base + ".csv", read_timings(base + ".csv", r["decode_tokens"], tag)
@@ -177,6 +179,20 @@ def table(header, rows, align=None):
     line = lambda r: "| " + " | ".join(c.ljust(w[i]) if align[i] == "l" else c.rjust(w[i]) for i, c in enumerate(r)) + " |"
     sep = "|" + "|".join("-" * (w[i] + 1) + ":" if align[i] == "r" else "-" * (w[i] + 2) for i in range(len(w))) + "|"
     return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
+
+
+def gnuplot(script, path):
+    """Writes the gnuplot script to path and runs it; False (with a log line) when there is no gnuplot
+    or it fails: the tables are complete without the plots."""
+    if not shutil.which("gnuplot"):
+        log("gnuplot not found (apt-get install gnuplot-nox): plots skipped; the tables are complete without them")
+        return False
+    with open(path, "w") as f:
+        f.write(script)
+    r = subprocess.run(["gnuplot", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"gnuplot failed on {rel(path)}, plots skipped: {r.stderr.strip()}")
+    return r.returncode == 0
 
 
 def pct(x):

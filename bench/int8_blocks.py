@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/int8_blocks.py        (about a minute; numpy; not part of `make bench`)
 
-The float64 reference (tests/reference.py) scores bench/text.txt (593 positions, teacher-forced) on
+The float64 reference (tests/reference.py) scores bench/quality.txt (576 positions, teacher-forced) on
 random models with heads of 64 numbers, its keys and values rounded to int8 with one scale per block of 32
 (what run.c does) or one per head, and compares the logits with unrounded ones: relative logit error
 (median and worst over the positions) and top-1 agreement.
@@ -33,7 +33,7 @@ def int8_blocks(x, block):
 
 
 def main():
-    ids = [int(x) for x in subprocess.run([os.path.join(ROOT, "run"), "--tokenize", "-f", os.path.join(ROOT, "bench", "text.txt")],
+    ids = [int(x) for x in subprocess.run([os.path.join(ROOT, "run"), "--tokenize", "-f", os.path.join(ROOT, "bench", "quality.txt")],
                                           capture_output=True, text=True, check=True).stdout.split()]
     seq = [ref.EOT] + ids[:-1]
     print("| model | scale per | bytes per token, GPT-2 small | logit error, median | worst | top-1 agrees |")

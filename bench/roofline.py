@@ -34,7 +34,7 @@ class Machine:
         v.update(when=when, limit_gbps=max(v["read_gbps"], v.get("file_read_gbps", 0)))
         self.samples.append(v)
         log(f"machine ({when}): read {v['read_gbps']:.1f} GB/s (model file via mmap: {v.get('file_read_gbps', 0):.1f})"
-            + ("" if read_only else f", FMA {v['fma_gflops']:.0f} GFLOP/s"))
+            + ("" if read_only else f", FMA {v['fma_gflops']:.0f} GFLOP/s at {v['fma_width']:.0f}-float vectors"))
         return v["limit_gbps"]
 
     def best(self, key):
@@ -71,8 +71,8 @@ def measure(engine, machine, cfg, args, short_prompt, decode_runs, long_prompt):
     against the best bandwidth sample, and --roofline-pairs more such runs against their own samples."""
     prefill = measure_prefill(engine, cfg, args, long_prompt)
     decode = measure_decode(engine, machine, cfg, args.roofline_pairs, short_prompt, decode_runs)
-    r = dict(cfg=cfg, prefill=prefill, decode=decode, samples=machine.samples)
-    for key in ("fma_gflops", "fma8_gflops", "read_gbps", "file_read_gbps", "limit_gbps"):
+    r = dict(cfg=cfg, prefill=prefill, decode=decode, samples=list(machine.samples))  # later modules add theirs
+    for key in ("fma_gflops", "fma8_gflops", "fma_width", "read_gbps", "file_read_gbps", "limit_gbps"):
         r[key] = machine.best(key)
     prefill["fraction"] = prefill["gflops"] / r["fma_gflops"]
     decode["fraction"] = decode["gbps"] / r["limit_gbps"]
@@ -112,7 +112,8 @@ def report(r):
     out = ["## Against the physical limits\n",
            f"bench/machine, all threads, best sample: read bandwidth {r['limit_gbps']:.1f} GB/s (1 GiB buffer "
            f"{r['read_gbps']:.1f}, the model file through mmap {r['file_read_gbps'] or 0:.1f}); FMA peak "
-           f"{r['fma_gflops']:.0f} GFLOP/s (8-float vectors, as run.c uses: {r['fma8_gflops']:.0f}). Bandwidth samples "
+           f"{r['fma_gflops']:.0f} GFLOP/s at {r['fma_width']:.0f}-float vectors, the widest this build has, as in run.c's kernels "
+           f"(8-float vectors: {r['fma8_gflops']:.0f}). Bandwidth samples "
            f"in order: {' / '.join(f'{x:.1f}' for x in bw)} GB/s.\n",
            table(["phase", "measured", "work", "achieved", "physical limit", "fraction"], [
                ["decode (KV cache, batch 1)", f"{d['tok_s']:.1f} tok/s", f"{d['bytes_per_token'] / 1e6:.1f} MB read per token",

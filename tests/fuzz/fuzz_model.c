@@ -12,13 +12,13 @@ static const unsigned char *g_base;
 static size_t g_size;
 static uint64_t g_next; // end of the previous tensor: tensors must come in file order
 
-static void check_tensor(const float *p, uint64_t n_floats, const char *name) {
+static void check_bytes(const void *p, uint64_t n_bytes, const char *name) {
     const unsigned char *b = (const unsigned char *)p;
     if (!p || b < g_base || b > g_base + g_size) {
         fprintf(stderr, "tensor %s starts outside the image\n", name);
         abort();
     }
-    uint64_t start = (uint64_t)(b - g_base), end = start + n_floats * sizeof(float);
+    uint64_t start = (uint64_t)(b - g_base), end = start + n_bytes;
     if (end > g_size || start % TENSOR_ALIGN != 0 || start < g_next || start < MODEL_HEADER_BYTES) {
         fprintf(stderr, "tensor %s at [%llu, %llu) of a %zu-byte image (previous ended at %llu)\n", name,
                 (unsigned long long)start, (unsigned long long)end, g_size, (unsigned long long)g_next);
@@ -27,31 +27,46 @@ static void check_tensor(const float *p, uint64_t n_floats, const char *name) {
     g_next = end;
 }
 
+static void check_tensor(const float *p, uint64_t n_floats, const char *name) { check_bytes(p, n_floats * 4, name); }
+
+// A matrix of the model's weight type: its values, then (int8) its scales, one per block of 32.
+static void check_matrix(const Matrix *m, int type, uint64_t rows, uint64_t cols, const char *name) {
+    static const uint64_t bytes_per_weight[] = {4, 2, 1};
+    if (m->type != type || (type == WEIGHT_Q8) != (m->scales != NULL)) {
+        fprintf(stderr, "matrix %s has type %d, the header says %d\n", name, m->type, type);
+        abort();
+    }
+    check_bytes(m->data, rows * cols * bytes_per_weight[type], name);
+    if (type == WEIGHT_Q8) check_bytes(m->scales, rows * (cols / Q8_BLOCK) * 2, name);
+}
+
 static void check_model(const Model *m) {
     const Config *c = &m->config;
     const Weights *w = &m->weights;
     uint64_t C = (uint64_t)c->n_embd;
+    int t = c->weight_type;
     if (c->n_layer < 1 || c->n_head < 1 || c->n_embd < 1 || c->n_ctx < 1 || c->vocab_size < 1 ||
-        c->n_embd % c->n_head != 0 || !(c->ln_eps > 0.0f && c->ln_eps < 1.0f)) {
+        c->n_embd % c->n_head != 0 || !(c->ln_eps > 0.0f && c->ln_eps < 1.0f) || t < WEIGHT_F32 || t > WEIGHT_Q8 ||
+        (t == WEIGHT_Q8 && c->n_embd % Q8_BLOCK != 0)) {
         fprintf(stderr, "accepted a bad config\n");
         abort();
     }
     g_next = MODEL_HEADER_BYTES;
-    check_tensor(w->wte, (uint64_t)c->vocab_size * C, "wte");
+    check_matrix(&w->wte, t, (uint64_t)c->vocab_size, C, "wte");
     check_tensor(w->wpe, (uint64_t)c->n_ctx * C, "wpe");
     for (int l = 0; l < c->n_layer; l++) {
         const LayerWeights *L = &w->layers[l];
         check_tensor(L->ln1_w, C, "ln_1.w");
         check_tensor(L->ln1_b, C, "ln_1.b");
-        check_tensor(L->attn_w, 3 * C * C, "attn.w");
+        check_matrix(&L->attn_w, t, 3 * C, C, "attn.w");
         check_tensor(L->attn_b, 3 * C, "attn.b");
-        check_tensor(L->attn_proj_w, C * C, "attn_proj.w");
+        check_matrix(&L->attn_proj_w, t, C, C, "attn_proj.w");
         check_tensor(L->attn_proj_b, C, "attn_proj.b");
         check_tensor(L->ln2_w, C, "ln_2.w");
         check_tensor(L->ln2_b, C, "ln_2.b");
-        check_tensor(L->fc_w, 4 * C * C, "fc.w");
+        check_matrix(&L->fc_w, t, 4 * C, C, "fc.w");
         check_tensor(L->fc_b, 4 * C, "fc.b");
-        check_tensor(L->fc_proj_w, 4 * C * C, "fc_proj.w");
+        check_matrix(&L->fc_proj_w, t, C, 4 * C, "fc_proj.w");
         check_tensor(L->fc_proj_b, C, "fc_proj.b");
     }
     check_tensor(w->lnf_w, C, "ln_f.w");

@@ -1,0 +1,126 @@
+"""Weight types: f32, f16 and int8 exports of one random GPT-2 124M-shaped checkpoint.
+
+For each type: file size, peak RSS, decode tok/s against that type's own roofline (the bytes a step
+reads, with the five big matrices in that type, divided by the read bandwidth measured right before and
+after these runs), and prefill tok/s on a long prompt against the fp32 FMA peak. The checkpoint is the
+bench's own (random_models.py) whatever --model is, so that the three files hold the same weights.
+Runs are interleaved (f32, f16, int8, f32, ...) and the best of the repeats is taken, like the core.
+"""
+import os
+import statistics
+
+import random_models
+import roofline
+from common import gnuplot, log, pct, read_config, rel, table, worth_repeating
+
+TYPES = ("f32", "f16", "int8")
+DECODE_TOKENS = 256
+
+
+def measure(engine, machine, out_dir, args, prompt, long_prompt):
+    files = {t: random_models.exported(out_dir, random_models.GPT2_124M, t) for t in TYPES}
+    engines = {t: engine.for_model(f) for t, f in files.items()}
+    for t, e in engines.items():
+        e.run(f"{t}-warmup", prompt, 8, timings=False)  # pages the weights in
+    before = machine.sample("before the weight types", read_only=True)
+    runs = {(t, kind): [] for t in TYPES for kind in ("decode", "prefill")}
+    for rep in range(args.repeats):
+        for t, e in engines.items():
+            if worth_repeating(runs[(t, "decode")], args.max_run_seconds):
+                runs[(t, "decode")].append(e.run(f"{t}-decode", prompt, DECODE_TOKENS))
+            if worth_repeating(runs[(t, "prefill")], args.max_run_seconds):
+                runs[(t, "prefill")].append(e.run(f"{t}-prefill", long_prompt, 1, timings=False))
+            log(f"rep {rep + 1}/{args.repeats} {t:4s}: decode {runs[(t, 'decode')][-1]['decode_tok_s']:6.1f} tok/s, "
+                f"prefill {runs[(t, 'prefill')][-1]['prefill_tok_s']:6.1f} tok/s")
+    after = machine.sample("after the weight types", read_only=True)
+    res = dict(bandwidth=max(before, after), bandwidth_samples=(before, after), fma_gflops=machine.best("fma_gflops"),
+               fma_width=machine.best("fma_width"), checkpoint=rel(random_models.checkpoint(out_dir, random_models.GPT2_124M)),
+               decode_tokens=DECODE_TOKENS, prompt_len=len(prompt.split()), types={})
+    for t in TYPES:
+        res["types"][t] = summarize(files[t], runs[(t, "decode")], runs[(t, "prefill")], res)
+    res["targets"] = targets(res["types"])
+    res["plot"] = None if args.no_plots else plot(res, out_dir)
+    return res
+
+
+def summarize(path, decode_runs, prefill_runs, res):
+    cfg = read_config(path)
+    d = max(decode_runs, key=lambda r: r["decode_tok_s"])
+    p = min(prefill_runs, key=lambda r: r["prefill_s"])
+    weights, kv = roofline.decode_bytes(cfg, res["prompt_len"], d["decode_tokens"])
+    flops = roofline.prefill_flops(cfg, p["prefill_tokens"])
+    return dict(file=rel(path), file_bytes=os.path.getsize(path), maxrss_kb=max(r["maxrss_kb"] for r in decode_runs),
+                decode_tok_s=d["decode_tok_s"], bytes_per_token=weights + kv, weight_bytes=weights, kv_bytes=kv,
+                roofline_tok_s=res["bandwidth"] * 1e9 / (weights + kv),
+                decode_fraction=d["decode_tok_s"] * (weights + kv) / 1e9 / res["bandwidth"],
+                prefill_tokens=p["prefill_tokens"], prefill_tok_s=p["prefill_tok_s"],
+                prefill_fraction=flops / p["prefill_s"] / 1e9 / res["fma_gflops"],
+                repeats=(len(decode_runs), len(prefill_runs)), csv=d["csv"], decode_cmd=d["cmd"], prefill_cmd=p["cmd"],
+                ms=[ms for _, _, ms, _ in d["timings"]], thread_changes=sum(1 for r in decode_runs if r["thread_changes"]))
+
+
+def targets(ty):
+    """Issue 11's targets as (what, measured, goal)."""
+    f32, f16, q8 = (ty[t] for t in TYPES)
+    out = [("f32 prefill / FMA peak", f32["prefill_fraction"], 0.5),
+           ("f16 decode / f32 decode", f16["decode_tok_s"] / f32["decode_tok_s"], 1.8),
+           ("int8 decode / f32 decode", q8["decode_tok_s"] / f32["decode_tok_s"], 3.0)]
+    out += [(f"{t} decode / its roofline", ty[t]["decode_fraction"], 0.85) for t in TYPES]
+    out.append(("int8 prefill / f32 prefill", q8["prefill_tok_s"] / f32["prefill_tok_s"], 1.5))
+    return out
+
+
+def plot(res, out_dir):
+    """The y axis stops at 2.5x the slowest type's median step, so that a few slow steps (another program
+    taking a core) do not flatten the lines; the title says how many steps it cuts off."""
+    png = os.path.join(out_dir, "weight_types_ms_per_token.png")
+    ymax = 2.5 * max(statistics.median(x["ms"]) for x in res["types"].values())
+    cut = sum(ms > ymax for x in res["types"].values() for ms in x["ms"])
+    colors = dict(f32="#1f77b4", f16="#2ca02c", int8="#d62728")
+    lines = ", \\\n     ".join(
+        f"'{res['types'][t]['csv']}' skip 1 using 2:3 with lines lc rgb '{colors[t]}' lw 2.5 "
+        f"title '{t}: {res['types'][t]['file_bytes'] / 1e6:.0f} MB file, {res['types'][t]['decode_tok_s']:.0f} tok/s'"
+        for t in TYPES)
+    script = f"""# written by bench/weight_types.py; redraw with: gnuplot {rel(os.path.join(out_dir, 'weight_types.gp'))}
+set terminal pngcairo size 1000,620 font 'sans,11'
+set termoption noenhanced
+set grid
+set key top left box opaque
+set output '{png}'
+set title "Decode time per token by weight type: each step streams the weights once\\nGPT-2 124M-shaped (random weights), {res['prompt_len']}-token prompt, best run of each type{f"; {cut} slower steps above the top" if cut else ""}"
+set xlabel 'position of the token fed through the model'
+set ylabel 'ms per token'
+set yrange [0:{ymax:.1f}]
+set datafile separator ','
+plot {lines}
+"""
+    return png if gnuplot(script, os.path.join(out_dir, "weight_types.gp")) else None
+
+
+def report(r):
+    ty = r["types"]
+    rows = [[t, f"{x['file_bytes'] / 1e6:.1f} MB", f"{x['maxrss_kb'] / 1024:.0f} MiB", f"{x['decode_tok_s']:.1f}",
+             f"{x['bytes_per_token'] / 1e6:.1f} MB", f"{x['roofline_tok_s']:.1f}", pct(x["decode_fraction"]),
+             f"{x['decode_tok_s'] / ty['f32']['decode_tok_s']:.2f}x", f"{x['prefill_tok_s']:.1f}", pct(x["prefill_fraction"]),
+             f"{x['prefill_tok_s'] / ty['f32']['prefill_tok_s']:.2f}x"] for t, x in ty.items()]
+    f32 = ty["f32"]
+    out = ["## Weight types: f32, f16, int8 (same random GPT-2 124M-shaped checkpoint)\n",
+           table(["type", "file", "peak RSS", "decode tok/s", "read per token", "roofline tok/s", "of roofline",
+                  "decode vs f32", f"prefill tok/s ({f32['prefill_tokens']} tokens)", "of FMA peak", "prefill vs f32"], rows),
+           f"\nAll three exported by `export_gpt2.py {r['checkpoint']} OUT --dtype TYPE` from one checkpoint that "
+           f"`tests/make_hf_model.py --gpt2-124m` wrote (also when --model names another model). *decode*: the best "
+           f"`decode:` tok/s of {f32['repeats'][0]} runs of {r['decode_tokens']} tokens after a {r['prompt_len']}-token "
+           f"prompt. *read per token*: the five big matrices in the type's bytes per weight (f32 4, f16 2, int8 1 + 2/32 for "
+           f"a float16 scale per 32), the rest float32, plus the K and V rows attention reads (float32 in every type). "
+           f"*roofline tok/s* = read bandwidth / read per token, with the higher of the read bandwidths measured just "
+           f"before and after these runs ({r['bandwidth_samples'][0]:.1f} and {r['bandwidth_samples'][1]:.1f} GB/s). "
+           f"*prefill*: the best of {f32['repeats'][1]} runs; *of FMA peak*: its FLOPs (counted as in the physical-limits "
+           f"section) per second over the fp32 FMA peak, {r['fma_gflops']:.0f} GFLOP/s at {r['fma_width']:.0f}-float vectors. "
+           "*peak RSS*: of the decode runs, mapped weight pages included. Decode runs that changed their thread count "
+           "(another program took a core): " + ", ".join(f"{t} {x['thread_changes']} of {x['repeats'][0]}" for t, x in ty.items()) + ".\n",
+           "Targets (issue 11), measured in this run:\n",
+           table(["target", "measured", "goal", "met"],
+                 [[what, f"{x:.2f}", f">= {goal:g}", "yes" if x >= goal else "**no**"] for what, x, goal in r["targets"]]),
+           "\nCommands (f32; the others differ in the file):\n",
+           f"    {f32['decode_cmd']}", f"    {f32['prefill_cmd']}"]
+    return out
