@@ -131,7 +131,7 @@ def report(res):
     L.append("\n*First token*: the `prefill:` time, from the start of the prompt's processing to its logits (reading and "
              "writing the cache file included; loading the model not). *cold*: the file does not exist, so the whole prompt "
              "is computed and saved; *warm*: the same prompt again, all but its last token loaded. *whole process*: wall "
-             f"time of the command. Best of {pc['rows'][0]['repeats']} interleaved runs. The largest:\n")
+             f"time of the command. Best of {pc['rows'][0]['repeats']} interleaved run(s). The largest:\n")
     big = pc["rows"][-1]["cmd"]
     L += [f"    {big['cold']}  # cold: after rm of the file", f"    {big['warm']}  # warm"]
 
@@ -148,7 +148,7 @@ def report(res):
                     "last 100 positions", f"ms/token at {res['paired_from']}+ (paired)", "f32 / type"], rows))
     L.append(f"\nThe first columns come from one {res['full_tokens']}-token run per type (the plots below); the clock of this "
              "VM changes speed from one minute to the next, so the last two come from short runs at "
-             f"{res['paired_from']}+ positions, the three types back to back, {len(paired['f32'])} times: each type's median "
+             f"{res['paired_from']}+ positions, the three types back to back, {len(paired['f32'])} time(s): each type's median "
              "ms per token, and the median over the repeats of f32's time divided by the type's. Commands:\n")
     L += [f"    {full[kv]['cmd']}" for kv in KV_TYPES]
 
