@@ -52,7 +52,7 @@ run: $(CURDIR)/run $(MODEL)
 # network the exporter fails with the alternatives (a checkpoint copied over, a mirror, random-model);
 # it writes through a temporary file, so a failure leaves no partial model behind.
 $(MODEL):
-	$(PYTHON) export_gpt2.py gpt2 $@
+	$(PYTHON) export_gpt2.py gpt2 $@ $(if $(DTYPE),--dtype '$(DTYPE)')
 
 # A random-weight GPT-2 124M-shaped model, made without network through the same path as a real one
 # (a Hugging Face-layout checkpoint, then export_gpt2.py): real speed, meaningless text. It does not
