@@ -12,7 +12,6 @@ import quality
 import random_models
 from common import log, numpy_python, read_config, table
 
-TYPES = ("f32", "f16", "int8")
 
 
 def measure(exe, out_dir, runs_dir):
@@ -20,16 +19,15 @@ def measure(exe, out_dir, runs_dir):
     if py is None:
         log("no python with numpy: the KV-type quality comparison is skipped")
         return None
-    models = (("GPT-2 124M-shaped, std 0.02", random_models.GPT2_124M), ("4 layers, 256 wide, std 0.2", random_models.PEAKED))
     res = []
-    for label, model in models:
+    for label, model in quality.MODELS:
         path = random_models.exported(out_dir, model, "f32")
         vocab = read_config(path)["vocab_size"]
         scored = {t: quality.perplexity(exe, path, os.path.join(runs_dir, f"kv-quality-{model[0]}-{t}"), "--kv-type", t)
-                  for t in TYPES}
-        m = dict(label=label, types={t: dict(ppl=scored[t]["ppl"], cmd=scored[t]["cmd"]) for t in TYPES},
+                  for t in quality.TYPES}
+        m = dict(label=label, types={t: dict(ppl=scored[t]["ppl"], cmd=scored[t]["cmd"]) for t in quality.TYPES},
                  tokens=scored["f32"]["tokens"])
-        for t in TYPES[1:]:
+        for t in quality.TYPES[1:]:
             m["types"][t].update(quality.compare_files(py, scored["f32"]["logits"], scored[t]["logits"], vocab))
             log(f"KV quality {label}, --kv-type {t}: relative logit error median {m['types'][t]['rel_median']:.2e}, "
                 f"top-1 agreement {m['types'][t]['top1']}/{m['types'][t]['positions']}")

@@ -25,6 +25,7 @@ from common import BenchError, ROOT, log, numpy_python, read_config, read_text, 
 
 TEXT = os.path.join(ROOT, "bench", "quality.txt")
 TYPES = ("f32", "f16", "int8")
+MODELS = (("GPT-2 124M-shaped, std 0.02", random_models.GPT2_124M), ("4 layers, 256 wide, std 0.2", random_models.PEAKED))
 
 
 def measure(exe, out_dir, runs_dir):
@@ -32,9 +33,8 @@ def measure(exe, out_dir, runs_dir):
     if py is None:
         log("no python with numpy: the quality comparison is skipped")
         return None
-    models = (("GPT-2 124M-shaped, std 0.02", random_models.GPT2_124M), ("4 layers, 256 wide, std 0.2", random_models.PEAKED))
     res = dict(text=rel(TEXT), models=[])
-    for label, model in models:
+    for label, model in MODELS:
         files = {t: random_models.exported(out_dir, model, t) for t in TYPES}
         vocab = read_config(files["f32"])["vocab_size"]
         scored = {t: perplexity(exe, f, os.path.join(runs_dir, f"quality-{model[0]}-{t}")) for t, f in files.items()}

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
@@ -30,6 +29,7 @@ sys.path.insert(0, HERE)
 import make_hf_model as mk  # noqa: E402
 import reference as ref  # noqa: E402
 from tap import check, exit_status  # noqa: E402
+from test_engine import ids_of, read_logits, rel_err, run  # noqa: E402  (running ./run, reading its output)
 
 KV_TYPES = ("f32", "f16", "int8")
 BYTES_PER_NUMBER = {"f32": 4, "f16": 2, "int8": 1}
@@ -43,22 +43,6 @@ BYTES_PER_NUMBER = {"f32": 4, "f16": 2, "int8": 1}
 KV_MEDIAN, KV_WORST = 1e-5, 1e-3
 
 
-def run(*args, threads=1, timeout=120):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    return subprocess.run([RUN, *map(str, args)], capture_output=True, env=env, timeout=timeout, cwd=ROOT)
-
-
-def ids_of(stdout):
-    return [int(x) for x in stdout.decode().split()]
-
-
-def rel_err(got, want):
-    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
-
-
-def read_logits(path, V):
-    a = np.fromfile(path, dtype="<f4")
-    return a.reshape(-1, V) if a.size % V == 0 else None
 
 
 def stderr_lines(r):
