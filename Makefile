@@ -6,6 +6,7 @@
 #   make SAN=1 test     the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make OPENMP= ...    build without OpenMP (one thread); it is used whenever the compiler has it
 #   make NATIVE= ...    build for a generic CPU instead of this machine's
+#   make VEC=8 ...      8-float vectors in the tuned kernels even where AVX-512 allows 16
 
 CC      ?= cc
 PYTHON  ?= python3
@@ -30,7 +31,7 @@ endif
 ifeq ($(SAN),1)
 CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all $(NATIVE) -ffp-contract=off
 endif
-ALL_CFLAGS := $(CFLAGS) $(WARN) $(OPENMP)
+ALL_CFLAGS := $(CFLAGS) $(WARN) $(OPENMP) $(if $(VEC),-DVEC=$(VEC))
 LDLIBS  := -lm
 
 .PHONY: all run random-model test bench fuzz clean tokenizer FORCE

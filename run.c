@@ -2179,11 +2179,18 @@ int main(int argc, char **argv) {
 // A vector of floats as wide as the CPU's widest registers: 16 with AVX-512, else 8 (AVX on x86, two
 // NEON registers on ARM). GCC and clang compile arithmetic on it to SIMD instructions: a portable
 // stand-in for intrinsics. The Makefile builds for this machine (-march=native), which is what lets
-// the compiler use AVX-512 here; `make NATIVE=` builds the portable 8-wide path.
+// the compiler use AVX-512 here; `make NATIVE=` builds the portable 8-wide path. `make VEC=8` keeps 8-wide
+// vectors on an AVX-512 CPU: on CPUs that run a 512-bit instruction as two 256-bit halves (AMD Zen 4)
+// that is the faster choice; the README has the measurement.
+#ifndef VEC
 #if defined(__AVX512F__)
 #define VEC 16
 #else
 #define VEC 8
+#endif
+#endif
+#if VEC != 8 && !(VEC == 16 && defined(__AVX512F__))
+#error "VEC must be 8, or 16 on a CPU with AVX-512"
 #endif
 typedef float vecf __attribute__((vector_size(VEC * sizeof(float))));
 static int tuned_vector_width(void) { return VEC; }
@@ -2212,7 +2219,7 @@ static inline vecf load_weights(const Matrix *w, size_t i, const int type) {
     if (type == WEIGHT_F32) return load_floats((const float *)w->data + i);
     if (type == WEIGHT_F16) {
         const uint16_t *h = (const uint16_t *)w->data + i;
-#if defined(__AVX512F__)
+#if VEC == 16
         v = (vecf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
 #elif defined(__F16C__) && defined(__AVX__)
         v = (vecf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
@@ -2222,7 +2229,7 @@ static inline vecf load_weights(const Matrix *w, size_t i, const int type) {
         return v;
     }
     const int8_t *q = (const int8_t *)w->data + i;
-#if defined(__AVX512F__)
+#if VEC == 16
     v = (vecf)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
 #elif defined(__AVX2__)
     v = (vecf)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));
@@ -2237,7 +2244,7 @@ static inline vecf load_weights(const Matrix *w, size_t i, const int type) {
 // 1-token and a many-token pass (tests/test_kernels.c caught it). So the one FMA the engine relies on is
 // spelled out here; elsewhere it is a multiply then an add, equally deterministic.
 static inline vecf fma_vec(vecf a, vecf b, vecf c) {
-#if defined(__AVX512F__)
+#if VEC == 16
     return (vecf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #elif defined(__FMA__) && defined(__x86_64__)
     return (vecf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
