@@ -2082,6 +2082,17 @@ static void run_generation(const Model *m, RunState *s, KVCache *kv, const Optio
     free(seq);
 }
 
+// The KV-cache options this model cannot honour: int8 blocks that would straddle two heads, a --keep that
+// leaves nothing to drop.
+static void check_cache_options(const Options *o, const Config *c) {
+    if (o->kv_type == WEIGHT_Q8 && (c->n_embd / c->n_head) % Q8_BLOCK != 0)
+        die("--kv-type int8 stores each head's keys and values in blocks of %d numbers, so it needs a head size "
+            "that is a multiple of %d; this model's is %d (use --kv-type f16)", Q8_BLOCK, Q8_BLOCK, c->n_embd / c->n_head);
+    if (o->keep >= c->n_ctx - 1)
+        die("--keep %d leaves nothing to drop in this model's %d-position context (at most %d)", o->keep, c->n_ctx,
+            c->n_ctx - 2);
+}
+
 // Everything after the tokenizer: load the model, check the inputs against it, then score or generate.
 static void run_model(const Options *o, const Tokenizer *tok, const char *prompt, size_t prompt_len) {
     char err[ERR_LEN];
@@ -2096,14 +2107,9 @@ static void run_model(const Options *o, const Tokenizer *tok, const char *prompt
             tokenizer_vocab_size(tok));
     int n_ids;
     int *ids = o->ppl_path ? ppl_ids(o, tok, c, &n_ids) : prompt_ids(o, tok, c, prompt, prompt_len, &n_ids);
-    if (o->kv_type == WEIGHT_Q8 && (c->n_embd / c->n_head) % Q8_BLOCK != 0)
-        die("--kv-type int8 stores each head's keys and values in blocks of %d numbers, so it needs a head size "
-            "that is a multiple of %d; this model's is %d (use --kv-type f16)", Q8_BLOCK, Q8_BLOCK, c->n_embd / c->n_head);
+    check_cache_options(o, c);
     PromptCache pc = {o->prompt_cache, o->prompt_cache ? model_fingerprint(&model) : 0,
                       o->reference ? 0 : (uint32_t)tuned_vector_width()};
-    if (o->keep >= c->n_ctx - 1)
-        die("--keep %d leaves nothing to drop in this model's %d-position context (at most %d)", o->keep, c->n_ctx,
-            c->n_ctx - 2);
     GenOptions g = {.tok = tok, .print_ids = o->print_ids, .n_tokens = o->n_tokens, .no_cache = o->no_cache,
                     .ignore_eos = o->ignore_eos, .quiet = o->quiet, .prompt_cache = o->prompt_cache ? &pc : NULL,
                     .context_shift = o->context_shift, .keep = o->keep > 0 ? o->keep : 0};
