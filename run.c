@@ -521,8 +521,54 @@ static void kv_cache_store(KVCache *kv, int layer, int pos, int T, const float *
 // bit-identical from a 500-token prefill, a 1-token decode step or a --no-cache recomputation, and the
 // cached and uncached runs print the same text.
 
+// An input row for int8 weights, rounded the way the weights are (quantize_q8's blocks of 32): values
+// in q, and each block's scale, as a float, in d.
+static void quantize_input(const float *x, int n, int8_t *q, float *d) {
+    for (int b = 0; b < n / Q8_BLOCK; b++) {
+        uint16_t half;
+        quantize_q8(x + b * Q8_BLOCK, Q8_BLOCK, q + b * Q8_BLOCK, &half);
+        d[b] = f16_to_f32(half);
+    }
+}
+
+// Row `row` of int8 weights times a quantized input row. A block's 32 products of two int8 numbers are
+// summed exactly in integers; only the block's total meets the two scales, in one fused multiply-add per
+// block, blocks in order. Exact integer sums are what make this fast (the tuned twin does 64
+// multiply-adds per instruction) and reproducible (any order of the integer adds gives the same total).
+static float dot_q8(const int8_t *xq, const float *xd, const Matrix *w, size_t row, int n) {
+    const int8_t *wq = (const int8_t *)w->data + row * n;
+    const uint16_t *ws = w->scales + row * (n / Q8_BLOCK);
+    float sum = 0.0f;
+    for (int b = 0; b < n / Q8_BLOCK; b++) {
+        int32_t isum = 0;
+        for (int i = b * Q8_BLOCK; i < (b + 1) * Q8_BLOCK; i++) isum += xq[i] * wq[i];
+        sum = fmaf((float)isum, xd[b] * f16_to_f32(ws[b]), sum);
+    }
+    return sum;
+}
+
+// matmul() for int8 weights: the inputs are quantized too, per block of 32, and multiplied in integers
+// (llama.cpp's Q8_0 x Q8_0). This rounds the activations as well as the weights; README, "Weight types",
+// has what it costs in accuracy and buys in speed.
+static void matmul_q8(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out) {
+    int nb = n_in / Q8_BLOCK;
+    int8_t *xq = xmalloc((size_t)T * n_in, "quantized input");
+    float *xd = xmalloc((size_t)T * nb * sizeof(float), "quantized input");
+    for (int t = 0; t < T; t++) quantize_input(in + (size_t)t * n_in, n_in, xq + (size_t)t * n_in, xd + (size_t)t * nb);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < n_out; o++)
+            out[(size_t)t * n_out + o] = (bias ? bias[o] : 0.0f) + dot_q8(xq + (size_t)t * n_in, xd + (size_t)t * nb, w, o, n_in);
+    free(xq);
+    free(xd);
+}
+
 // out (T, n_out) = in (T, n_in) . w (n_out, n_in)^T + bias (n_out); bias may be NULL.
 static void matmul(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out) {
+    if (w->type == WEIGHT_Q8) {
+        matmul_q8(out, in, w, bias, T, n_in, n_out);
+        return;
+    }
 #pragma omp parallel for collapse(2) schedule(static)
     for (int t = 0; t < T; t++)
         for (int o = 0; o < n_out; o++) {
@@ -2363,10 +2409,161 @@ static void matmul_streaming(float *out, const float *in, const Matrix *w, const
     }
 }
 
+// matmul_q8()'s twin, for int8 weights: the same integer algorithm. Its integer sums are exact, and it
+// does the float steps (the scales' product, one fused multiply-add per block, blocks in order, then the
+// bias) exactly as dot_q8() does, so its output is bit-identical to the plain loops' whatever the T.
+#if VEC == 16 && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define Q8_ROWS 16   // weight rows per group: one per int32 lane
+#define Q8_TOKENS 64 // token rows that share a group's transposed weights
+
+// 16 rows of 8 four-byte words (row r at p + r * stride bytes), transposed: lane r of out[s] is word s of
+// row r. Three rounds of shuffles (4-, 8- and 16-byte granularity) on pairs of rows loaded side by side.
+static inline void transpose_16x8(const char *p, size_t stride, __m512i out[8]) {
+    __m512i z[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) { // z[i] = rows i and i + 4 (i < 4), rows i + 4 and i + 8 (i >= 4)
+        const char *row = p + (size_t)(i < 4 ? i : i + 4) * stride;
+        z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)row)),
+                                  _mm256_loadu_si256((const __m256i *)(row + 4 * stride)), 1);
+    }
+    for (int i = 0; i < 8; i += 2) { // an 8 x 8 transpose in each 256-bit half
+        t[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int s = 0; s < 4; s++) { // then the halves' 128-bit quarters in row order 0-3, 4-7, 8-11, 12-15
+        out[s] = _mm512_shuffle_i32x4(u[s], u[s + 4], 0x88);
+        out[s + 4] = _mm512_shuffle_i32x4(u[s], u[s + 4], 0xDD);
+    }
+}
+
+// Outputs of weight rows o0 .. o0 + 15 for token rows t0 .. t1 - 1; only lanes from `first` on are stored
+// (the last group overlaps the one before it when n_out is not a multiple of 16). xq, xd: the quantized
+// inputs; xsum: -128 x each input block's sum; wscale: scratch for the group's weight scales.
+static void q8_group(float *out, const int8_t *xq, const float *xd, const int32_t *xsum, const Matrix *w,
+                     const float *bias, int t0, int t1, int n_in, int n_out, int o0, int first, float *wscale) {
+    int nb = n_in / Q8_BLOCK;
+    const int8_t *rows = (const int8_t *)w->data + (size_t)o0 * n_in;
+    // The group's scales as floats, transposed like the weights: wcol[b * 16 + r] is row r's scale of block b.
+    int nbp = (nb + 7) / 8 * 8;
+    float *wrow = wscale, *wcol = wscale + Q8_ROWS * nbp;
+    for (int r = 0; r < Q8_ROWS; r++)
+        for (int b = 0; b < nbp; b += 16) {
+            __mmask16 m = (__mmask16)(nb - b >= 16 ? 0xFFFF : (1u << (nb - b)) - 1); // zeros past nb
+            __m256i h = _mm256_maskz_loadu_epi16(m, w->scales + (size_t)(o0 + r) * nb + b);
+            _mm512_mask_storeu_ps(wrow + r * nbp + b, (__mmask16)(nbp - b >= 16 ? 0xFFFF : 0xFF), _mm512_cvtph_ps(h));
+        }
+    for (int b = 0; b < nbp; b += 8) {
+        __m512i v[8];
+        transpose_16x8((const char *)(wrow + b), (size_t)nbp * sizeof(float), v);
+        for (int s = 0; s < 8; s++) _mm512_storeu_si512(wcol + (b + s) * Q8_ROWS, v[s]);
+    }
+    // The group's 16 rows are read side by side, 16 short streams that the hardware prefetchers do not
+    // follow; so a decode step prefetches, with each block, 512 bytes of the next group (16 x n_in bytes)
+    // into L2. (Into L1 it was 3 times slower: the prefetches then compete with the loads for L1's
+    // handful of outstanding misses.)
+    const char *next = o0 + 2 * Q8_ROWS <= n_out && t1 - t0 <= 4 ? (const char *)(rows + (size_t)Q8_ROWS * n_in) : NULL;
+    __m512 acc[Q8_TOKENS];
+    for (int t = t0; t < t1; t++) acc[t - t0] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        if (next)
+            for (int line = 0; line < 512; line += 64) _mm_prefetch(next + (size_t)b * 512 + line, _MM_HINT_T1);
+        // Block b of the 16 rows, transposed: lane r of wt[s] holds weights 4s..4s+3 of row r. One vpdpbusd
+        // then multiplies 4 weights of each of 16 rows by the same 4 inputs (broadcast) and adds them into
+        // that row's lane: no horizontal sums, and the 16 lanes are 16 consecutive outputs. vpdpbusd wants
+        // one operand unsigned, so the weights get +128 (xor 0x80) and xsum takes 128 x the inputs' sum off.
+        __m512i wt[8];
+        transpose_16x8((const char *)(rows + b * Q8_BLOCK), (size_t)n_in, wt);
+        for (int s = 0; s < 8; s++) wt[s] = _mm512_xor_si512(wt[s], _mm512_set1_epi8((char)0x80));
+        __m512 ws = _mm512_loadu_ps(wcol + b * Q8_ROWS);
+        for (int t = t0; t < t1; t++) {
+            const int8_t *x = xq + (size_t)t * n_in + b * Q8_BLOCK;
+            // Four independent sums, so a decode step is not one long chain of vpdpbusd latencies
+            // (integer sums come out the same in any order).
+            __m512i part[4] = {_mm512_set1_epi32(xsum[(size_t)t * nb + b]), _mm512_setzero_si512(),
+                               _mm512_setzero_si512(), _mm512_setzero_si512()};
+            for (int s = 0; s < 8; s++) {
+                int32_t four;
+                memcpy(&four, x + 4 * s, 4);
+                part[s % 4] = _mm512_dpbusd_epi32(part[s % 4], wt[s], _mm512_set1_epi32(four));
+            }
+            __m512i isum = _mm512_add_epi32(_mm512_add_epi32(part[0], part[1]), _mm512_add_epi32(part[2], part[3]));
+            __m512 scale = _mm512_mul_ps(_mm512_set1_ps(xd[(size_t)t * nb + b]), ws);
+            acc[t - t0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[t - t0]);
+        }
+    }
+    __mmask16 keep = (__mmask16)(0xFFFFu << first);
+    __m512 b16 = bias ? _mm512_loadu_ps(bias + o0) : _mm512_setzero_ps();
+    for (int t = t0; t < t1; t++)
+        _mm512_mask_storeu_ps(out + (size_t)t * n_out + o0, keep, _mm512_add_ps(b16, acc[t - t0]));
+}
+
+static void matmul_q8_tuned(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in,
+                            int n_out) {
+    if (n_out < Q8_ROWS) { // too few rows for one group (tiny test models)
+        matmul_q8(out, in, w, bias, T, n_in, n_out);
+        return;
+    }
+    int nb = n_in / Q8_BLOCK, n_groups = (n_out + Q8_ROWS - 1) / Q8_ROWS;
+    int8_t *xq = xmalloc((size_t)T * n_in, "quantized input");
+    float *xd = xmalloc((size_t)T * nb * sizeof(float), "quantized input");
+    int32_t *xsum = xmalloc((size_t)T * nb * sizeof(int32_t), "quantized input");
+#pragma omp parallel
+    {
+        float *wscale = xmalloc((size_t)(nb + 7) / 8 * 8 * 2 * Q8_ROWS * sizeof(float), "weight scales");
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) {
+            int8_t *q = xq + (size_t)t * n_in;
+            quantize_input(in + (size_t)t * n_in, n_in, q, xd + (size_t)t * nb);
+            for (int b = 0; b < nb; b++) {
+                int32_t sum = 0;
+                for (int i = 0; i < Q8_BLOCK; i++) sum += q[b * Q8_BLOCK + i];
+                xsum[(size_t)t * nb + b] = -128 * sum;
+            }
+        }
+        // A group's first row and first stored lane: the last group ends at n_out.
+#define Q8_GROUP_ARGS(g) (g) * Q8_ROWS + Q8_ROWS <= n_out ? (g) * Q8_ROWS : n_out - Q8_ROWS, \
+                         (g) * Q8_ROWS + Q8_ROWS <= n_out ? 0 : (g) * Q8_ROWS + Q8_ROWS - n_out
+        // Decode: contiguous shares of the rows (long streams); prefill: dynamic, for a thread slowed by
+        // another program.
+        if (T <= 4) {
+#pragma omp for schedule(static)
+            for (int g = 0; g < n_groups; g++)
+                q8_group(out, xq, xd, xsum, w, bias, 0, T, n_in, n_out, Q8_GROUP_ARGS(g), wscale);
+        } else {
+#pragma omp for schedule(dynamic) collapse(2)
+            for (int t0 = 0; t0 < T; t0 += Q8_TOKENS)
+                for (int g = 0; g < n_groups; g++)
+                    q8_group(out, xq, xd, xsum, w, bias, t0, t0 + Q8_TOKENS < T ? t0 + Q8_TOKENS : T, n_in, n_out,
+                             Q8_GROUP_ARGS(g), wscale);
+        }
+#undef Q8_GROUP_ARGS
+        free(wscale);
+    }
+    free(xq);
+    free(xd);
+    free(xsum);
+}
+#else
+// Without AVX-512 VNNI, the plain loops: exact integer sums vectorize well enough as written.
+static void matmul_q8_tuned(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in,
+                            int n_out) {
+    matmul_q8(out, in, w, bias, T, n_in, n_out);
+}
+#endif
+
 // matmul()'s twin. Threads split the output rows, so each streams its own share of the weights. Within a
 // thread, a tile of weight rows small enough to stay in L2 is reused by every token row before moving on.
 // Both paths compute each output with the same dot_block arithmetic, so a row's result does not depend on T.
 static void matmul_tuned(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out) {
+    if (w->type == WEIGHT_Q8) {
+        matmul_q8_tuned(out, in, w, bias, T, n_in, n_out);
+        return;
+    }
     if (T <= 4) {
         matmul_streaming(out, in, w, bias, T, n_in, n_out);
         return;
