@@ -5,39 +5,68 @@ reads, with the five big matrices in that type, divided by the read bandwidth me
 after these runs), and prefill tok/s on a long prompt against the fp32 FMA peak. The checkpoint is the
 bench's own (random_models.py) whatever --model is, so that the three files hold the same weights.
 Runs are interleaved (f32, f16, int8, f32, ...) and the best of the repeats is taken, like the core.
+
+int8 has two legitimate designs, and both are timed on the same int8 file: this run.c quantizes the
+inputs too and multiplies in integers (VNNI); the run.c of commit DEQUANT_COMMIT, built here from git
+history with the same flags, widens the int8 weights to floats in registers and multiplies float inputs.
 """
 import os
+import shlex
 import statistics
+import subprocess
 
 import random_models
 import roofline
-from common import gnuplot, log, pct, read_config, rel, table, worth_repeating
+from common import ROOT, gnuplot, log, pct, read_config, rel, table, worth_repeating
 
 TYPES = ("f32", "f16", "int8")
 DECODE_TOKENS = 256
+DEQUANT = "int8, float inputs"  # the other int8 design's row
+DEQUANT_COMMIT = "89575b7"      # the last run.c whose int8 kernels dequantize in registers
+
+
+def dequant_engine(engine, out_dir):
+    """./run as of DEQUANT_COMMIT, built with this ./run's flags (.build-flags); None without git history."""
+    src, exe = os.path.join(out_dir, "run_int8_float_inputs.c"), os.path.join(out_dir, "run_int8_float_inputs")
+    try:
+        text = subprocess.run(["git", "show", f"{DEQUANT_COMMIT}:run.c"], cwd=ROOT, capture_output=True, check=True).stdout
+        with open(src, "wb") as f:
+            f.write(text)
+        with open(os.path.join(ROOT, ".build-flags")) as f:
+            flags = shlex.split(f.read())
+        subprocess.run([*flags, src, "-o", exe, "-lm"], cwd=ROOT, capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        log(f"weight types: the {DEQUANT} design is not timed ({e})")
+        return None
+    e = engine.for_model(None)
+    e.exe = exe
+    return e
 
 
 def measure(engine, machine, out_dir, args, prompt, long_prompt):
     files = {t: random_models.exported(out_dir, random_models.GPT2_124M, t) for t in TYPES}
     engines = {t: engine.for_model(f) for t, f in files.items()}
+    other = dequant_engine(engine, out_dir)
+    if other:
+        engines[DEQUANT] = other.for_model(files["int8"])
     for t, e in engines.items():
         e.run(f"{t}-warmup", prompt, 8, timings=False)  # pages the weights in
     before = machine.sample("before the weight types", read_only=True)
-    runs = {(t, kind): [] for t in TYPES for kind in ("decode", "prefill")}
+    runs = {(t, kind): [] for t in engines for kind in ("decode", "prefill")}
     for rep in range(args.repeats):
         for t, e in engines.items():
             if worth_repeating(runs[(t, "decode")], args.max_run_seconds):
                 runs[(t, "decode")].append(e.run(f"{t}-decode", prompt, DECODE_TOKENS))
             if worth_repeating(runs[(t, "prefill")], args.max_run_seconds):
                 runs[(t, "prefill")].append(e.run(f"{t}-prefill", long_prompt, 1, timings=False))
-            log(f"rep {rep + 1}/{args.repeats} {t:4s}: decode {runs[(t, 'decode')][-1]['decode_tok_s']:6.1f} tok/s, "
+            log(f"rep {rep + 1}/{args.repeats} {t}: decode {runs[(t, 'decode')][-1]['decode_tok_s']:6.1f} tok/s, "
                 f"prefill {runs[(t, 'prefill')][-1]['prefill_tok_s']:6.1f} tok/s")
     after = machine.sample("after the weight types", read_only=True)
     res = dict(bandwidth=max(before, after), bandwidth_samples=(before, after), fma_gflops=machine.best("fma_gflops"),
                fma_width=machine.best("fma_width"), checkpoint=rel(random_models.checkpoint(out_dir, random_models.GPT2_124M)),
                decode_tokens=DECODE_TOKENS, prompt_len=len(prompt.split()), types={})
-    for t in TYPES:
-        res["types"][t] = summarize(files[t], runs[(t, "decode")], runs[(t, "prefill")], res)
+    for t in engines:
+        res["types"][t] = summarize(files[t if t in files else "int8"], runs[(t, "decode")], runs[(t, "prefill")], res)
     res["targets"] = targets(res["types"])
     res["plot"] = None if args.no_plots else plot(res, out_dir)
     return res
@@ -74,8 +103,8 @@ def plot(res, out_dir):
     """The y axis stops at 2.5x the slowest type's median step, so that a few slow steps (another program
     taking a core) do not flatten the lines; the title says how many steps it cuts off."""
     png = os.path.join(out_dir, "weight_types_ms_per_token.png")
-    ymax = 2.5 * max(statistics.median(x["ms"]) for x in res["types"].values())
-    cut = sum(ms > ymax for x in res["types"].values() for ms in x["ms"])
+    ymax = 2.5 * max(statistics.median(res["types"][t]["ms"]) for t in TYPES)
+    cut = sum(ms > ymax for t in TYPES for ms in res["types"][t]["ms"])
     colors = dict(f32="#1f77b4", f16="#2ca02c", int8="#d62728")
     lines = ", \\\n     ".join(
         f"'{res['types'][t]['csv']}' skip 1 using 2:3 with lines lc rgb '{colors[t]}' lw 2.5 "
@@ -118,6 +147,12 @@ def report(r):
            f"section) per second over the fp32 FMA peak, {r['fma_gflops']:.0f} GFLOP/s at {r['fma_width']:.0f}-float vectors. "
            "*peak RSS*: of the decode runs, mapped weight pages included. Decode runs that changed their thread count "
            "(another program took a core): " + ", ".join(f"{t} {x['thread_changes']} of {x['repeats'][0]}" for t, x in ty.items()) + ".\n",
+           *([f"*{DEQUANT}*: the same int8 file run by run.c as of commit {DEQUANT_COMMIT}, built with the same flags: "
+              "its int8 kernels widen the weights to floats in registers and multiply float inputs (one scale per "
+              "block of 32). This run.c's int8 rounds the inputs to int8 per block of 32 as well and multiplies in "
+              f"integers: decode {ty['int8']['decode_tok_s'] / ty[DEQUANT]['decode_tok_s']:.2f}x and prefill "
+              f"{ty['int8']['prefill_tok_s'] / ty[DEQUANT]['prefill_tok_s']:.2f}x the float-input design in this run.\n"]
+             if DEQUANT in ty else []),
            "Targets (issue 11), measured in this run:\n",
            table(["target", "measured", "goal", "met"],
                  [[what, f"{x:.2f}", f">= {goal:g}", "yes" if x >= goal else "**no**"] for what, x, goal in r["targets"]]),
