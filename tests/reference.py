@@ -19,6 +19,17 @@ export_gpt2.py or run.c: it has its own safetensors reader and works on the HF l
 Each takes kv="f32" (default), "f16" or "int8": the keys and values are rounded as ./run --kv-type
 stores them (IEEE half; or int8 in blocks of 32 along the row, scale = max|x| / 127 as a half, values
 rounded to nearest), then used in float64 like everything else.
+
+int8 weights (params from load_bin of an int8 model.bin, p["weight_type"] == "int8"): ./run multiplies
+them by int8 inputs (Q8_0 x Q8_0), so every matrix multiply's INPUT row is rounded first, the same way
+as an int8 cache row (round_kv's int8 branch: x as float32, per block of 32 along the row scale =
+max|x| / float32(127) rounded to a half, q = rint(x / scale) clipped to +-127, 0 where scale == 0), and
+q * scale is multiplied by the dequantized weights in float64. The rounded inputs: ln_1's output before
+c_attn, the attention output before attn.c_proj, ln_2's output before c_fc, GELU's output before
+mlp.c_proj and ln_f's output before the LM head (wte). ./run's float32 activations differ from these by
+float32 rounding, so where x / scale lands within that of a .5 the two round an input to neighbouring
+steps: its int8 logits are held to these within a measured bound (tests/test_engine.py, INT8_RTOL), not
+float32 noise. f32 and f16 weights multiply unrounded inputs.
 """
 
 import json
@@ -138,6 +149,12 @@ def round_kv(x, kv):
     return (q * scale).reshape(x.shape)
 
 
+def matmul_input(p, x):
+    """x [T, n] as ./run multiplies it by p's weights: int8 weights take the input rounded to int8 blocks
+    of 32 (round_kv's int8 rounding); f32 and f16 weights take it as it is."""
+    return round_kv(x, "int8") if p.get("weight_type") == "int8" else x
+
+
 def hidden(p, ids, kv="f32", keys_values=None):
     """Final LayerNorm output [T, C] for a sequence of at most n_ctx tokens. keys_values: a list that gets
     each layer's (k, v), each [T, C], as the cache holds them."""
@@ -151,7 +168,7 @@ def hidden(p, ids, kv="f32", keys_values=None):
     for i in range(p["n_layer"]):
         g = lambda n: w[f"h.{i}.{n}"]  # noqa: E731
         h = layernorm(x, g("ln_1.weight"), g("ln_1.bias"), eps)
-        qkv = h @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
+        qkv = matmul_input(p, h) @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
         q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
         if kv != "f32":
             k, v = round_kv(k, kv), round_kv(v, kv)
@@ -165,19 +182,19 @@ def hidden(p, ids, kv="f32", keys_values=None):
             sc = np.exp(sc - sc.max(-1, keepdims=True))
             sc /= sc.sum(-1, keepdims=True)
             y[:, s] = sc @ v[:, s]
-        x = x + y @ g("attn.c_proj.weight") + g("attn.c_proj.bias")
+        x = x + matmul_input(p, y) @ g("attn.c_proj.weight") + g("attn.c_proj.bias")
         h = layernorm(x, g("ln_2.weight"), g("ln_2.bias"), eps)
-        x = x + gelu_new(h @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias")) @ g("mlp.c_proj.weight") \
-            + g("mlp.c_proj.bias")
+        u = gelu_new(matmul_input(p, h) @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias"))
+        x = x + matmul_input(p, u) @ g("mlp.c_proj.weight") + g("mlp.c_proj.bias")
     return layernorm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
 
 
 def logits(p, ids, kv="f32"):
-    return hidden(p, ids, kv) @ p["w"]["wte.weight"].T
+    return matmul_input(p, hidden(p, ids, kv)) @ p["w"]["wte.weight"].T
 
 
 def last_logits(p, ids, kv="f32"):
-    return hidden(p, ids, kv)[-1] @ p["w"]["wte.weight"].T
+    return (matmul_input(p, hidden(p, ids, kv)[-1:]) @ p["w"]["wte.weight"].T)[0]
 
 
 def shift(window, keep):

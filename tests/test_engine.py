@@ -11,7 +11,8 @@ stderr summary lines, and (with tokenizer.bin) text prompts and --ppl. On three 
 (the plain-loop kernels) against the float64 reference, against the tuned kernels, and cached vs
 --no-cache. On a model built to produce <|endoftext|> after 4 tokens: the stop there, and --ignore-eos.
 Models of a width divisible by 32 are also exported as f16 and int8 and held to the float64 reference
-run on their stored weights (tests/reference.py load_bin). --threads 1 and 2 give identical output.
+run on their stored weights (tests/reference.py load_bin; for int8 it also rounds every matmul input to
+int8 blocks, as ./run does: see INT8_CLEAN for the bounds). --threads 1 and 2 give identical output.
 Prints "ok - name" / "not ok - name: why" per assertion; exits 1 if any failed.
 """
 
@@ -38,6 +39,37 @@ from tap import check, exit_status  # noqa: E402
 # GELU (erf instead of tanh) moves the logits by ~2e-4, so 1e-5 is far from both.
 RTOL = 1e-5
 NOTE_ONCE = [None]
+
+# int8 weights multiply int8-quantized inputs (Q8_0 x Q8_0), and tests/reference.py rounds every matmul
+# input the same way. Where nothing sits on a rounding boundary the two agree to float32 rounding; but the
+# engine's float32 activations differ from the reference's float64 ones by ~1e-7 relative, so now and then
+# one lands on the other side of a boundary. The one that shows: a block's half scale, when max|x| / 127
+# lies within that of the midpoint between two halves (found: 7.4e-8 relative away); the whole block is
+# then rounded to other steps, and the steps after it carry that (the row's keys and values are reused).
+# Measured (tuned and --reference, teacher-forced, 32 random int8 models of the shapes below and wider,
+# 8 seeds, prompts of 5 to 45 tokens, 1648 steps): the errors are bimodal, 96.5% of steps below 1e-7
+# (median 4.3e-8), the rest, after such a tie, 3.7e-3 .. 1.55e-2, nothing in between. Against a reference
+# that does not round the inputs: median 1e-2, worst 5.8e-2, no step below 1e-3. So a single step is held
+# to INT8_WORST, and the statistic that tells the right numerics from the wrong ones is the share of steps
+# within INT8_CLEAN: at least INT8_CLEAN_SHARE over independent prompts (int8_sample_checks; measured on
+# 18 sets of 30 prompts on three models, this file's two int8 ones included: 25 to 30 of 30, worst 1.3e-2).
+INT8_CLEAN, INT8_WORST, INT8_CLEAN_SHARE = 1e-5, 5e-2, 0.75
+
+
+def is_int8(p):
+    return p.get("weight_type") == "int8"
+
+
+def logit_tol(p):
+    """How close ./run's logits must be to reference's for these weights, relative to the largest |logit|."""
+    return INT8_WORST if is_int8(p) else RTOL
+
+
+def clean_note(p, errs):
+    """For int8, how many of the steps are within float32 rounding (a tie explains the others)."""
+    if not is_int8(p) or not errs:
+        return ""
+    return f"; {sum(e <= INT8_CLEAN for e in errs)} of {len(errs)} steps within {INT8_CLEAN:g}"
 
 
 def run(*args, threads=1, timeout=120):
@@ -69,9 +101,10 @@ def decided_steps(rows, tol=RTOL):
 
 
 def check_greedy_ids(name, got, p, prompt, n, stop_at_eot=True):
-    """run's greedy ids equal reference.greedy's, up to the first step whose margin does not decide it."""
+    """run's greedy ids equal reference.greedy's, up to the first step whose margin does not decide it (for
+    an engine within logit_tol(p) of the reference)."""
     want, rows = ref.greedy_steps(p, prompt, n, stop_at_eot)
-    k = decided_steps(rows)
+    k = decided_steps(rows, logit_tol(p))
     ok = got[:k] == want[:k] and (k < len(want) or len(got) == len(want))
     return check(f"{name} (the margins decide {k} of {len(want)} steps)", ok, f"run {got} vs ref {want}")
 
@@ -116,10 +149,16 @@ def model_checks(tag, d, mbin, opts, p, tmp, rng, threads=1):
         return
     out = r.stdout.decode()
     got = ids_of(r.stdout)
-    want, _ = ref.greedy_steps(p, prompt, n)
+    want, rows = ref.greedy_steps(p, prompt, n)
+    tol = logit_tol(p)
     check(f"{tag}: --print-ids is one line ending in a newline",
           out.endswith("\n") and out.count("\n") == 1, repr(out[-80:]))
-    check(f"{tag}: greedy ids equal reference.greedy", got == want, f"run {got} vs ref {want}")
+    if is_int8(p):  # a tie may move a step's logits by up to INT8_WORST: only the margins beyond it decide
+        k = decided_steps(rows, tol)
+        check(f"{tag}: greedy ids equal reference.greedy (the margins decide {k} of {len(want)} steps)",
+              got[:k] == want[:k] and len(got) == n, f"run {got} vs ref {want}")
+    else:
+        check(f"{tag}: greedy ids equal reference.greedy", got == want, f"run {got} vs ref {want}")
     lg = read_logits(lf, V)
     if check(f"{tag}: --logits has {n} rows of {V} float32", lg is not None and lg.shape[0] == n,
              f"{os.path.getsize(lf)} bytes"):
@@ -127,8 +166,15 @@ def model_checks(tag, d, mbin, opts, p, tmp, rng, threads=1):
         errs = [rel_err(lg[i].astype(np.float64), ref.last_logits(p, prompt + got[:i]))
                 for i in range(min(n, len(got)))]
         worst = max(errs) if errs else 0.0
-        check(f"{tag}: logits match reference within {RTOL:g} relative (worst {worst:.2e})",
-              worst <= RTOL, f"per-step errors {['%.1e' % e for e in errs]}")
+        check(f"{tag}: logits match reference within {tol:g} relative (worst {worst:.2e}{clean_note(p, errs)})",
+              worst <= tol, f"per-step errors {['%.1e' % e for e in errs]}")
+        if is_int8(p):  # where the engine's logits are within float32 rounding, the reference's argmax decides
+            sure = [i for i, e in enumerate(errs) if e <= INT8_CLEAN and np.diff(np.sort(
+                ref.last_logits(p, prompt + got[:i]))[-2:])[0] > 2 * INT8_CLEAN * np.max(np.abs(lg[i]))]
+            check(f"{tag}: each greedy id is the reference's argmax on the same prefix, on the {len(sure)} of "
+                  f"{len(errs)} steps within {INT8_CLEAN:g} whose margin decides it",
+                  all(got[i] == int(np.argmax(ref.last_logits(p, prompt + got[:i]))) for i in sure),
+                  f"run {got}")
 
     with open(tf) as f:
         rows = f.read().splitlines()
@@ -184,15 +230,18 @@ def model_checks(tag, d, mbin, opts, p, tmp, rng, threads=1):
     got = ids_of(r.stdout)
     lg = read_logits(lf, V)
     if lg is not None and lg.shape[0] == len(got) == n:
-        worst = max(rel_err(lg[i].astype(np.float64), ref.last_logits(p, prompt + got[:i])) for i in range(n))
-        check(f"{tag}: sampling: logits match reference (worst {worst:.2e})", worst <= RTOL, f"{worst:.2e}")
+        errs = [rel_err(lg[i].astype(np.float64), ref.last_logits(p, prompt + got[:i])) for i in range(n)]
+        worst = max(errs)
+        check(f"{tag}: sampling: logits match reference within {tol:g} (worst {worst:.2e}{clean_note(p, errs)})",
+              worst <= tol, f"{worst:.2e}")
     else:
         check(f"{tag}: sampling: --logits rows = generated tokens", False, f"{len(got)} ids, logits {None if lg is None else lg.shape}")
 
     # the context limit stops generation
     long_prompt = [int(x) for x in rng.integers(0, V, size=P - 3)]
     lp = " ".join(map(str, long_prompt))
-    want = ref.greedy(p, long_prompt, 10)
+    want, rows = ref.greedy_steps(p, long_prompt, 10)
+    k = decided_steps(rows, tol) if is_int8(p) else len(want)  # f32, f16: every id
     for nc in ([], ["--no-cache"]):
         r = run(mbin, "--prompt-ids", lp, "-n", 10, "-t", 0, "--print-ids", "--logits", lf, *nc)
         got = ids_of(r.stdout)
@@ -200,7 +249,7 @@ def model_checks(tag, d, mbin, opts, p, tmp, rng, threads=1):
         lg = read_logits(lf, V)
         check(f"{tag}: -n 10 with {len(long_prompt)}-token prompt, ctx {P}{' --no-cache' if nc else ''}: "
               f"stops after {P - len(long_prompt)} tokens, says so",
-              r.returncode == 0 and got == want and len(got) == P - len(long_prompt)
+              r.returncode == 0 and got[:k] == want[:k] and len(got) == len(want) == P - len(long_prompt)
               and re.search(r"context", err, re.I) is not None and lg is not None and lg.shape[0] == len(got),
               f"rc={r.returncode} ids {got} vs ref {want}; stderr {err[-300:]!r}")
     r = run(mbin, "--prompt-ids", " ".join(["1"] * P), "-n", 5, "-t", 0, "--print-ids", "-q")
@@ -248,19 +297,44 @@ def reference_path_checks(tag, mbin, p, prompt, n, tmp):
     check_greedy_ids(f"{tag}: --reference: greedy ids equal reference.greedy", got, p, prompt, n)
     if check(f"{tag}: --reference: --logits has a row per generated token",
              lg is not None and lg.shape[0] == len(got) > 0, f"{len(got)} ids, logits {None if lg is None else lg.shape}"):
-        worst = max(rel_err(lg[i].astype(np.float64), ref.last_logits(p, prompt + got[:i])) for i in range(len(got)))
-        check(f"{tag}: --reference: logits match reference within {RTOL:g} relative (worst {worst:.2e})",
-              worst <= RTOL, f"{worst:.2e}")
+        errs = [rel_err(lg[i].astype(np.float64), ref.last_logits(p, prompt + got[:i])) for i in range(len(got))]
+        worst = max(errs)
+        check(f"{tag}: --reference: logits match reference within {logit_tol(p):g} relative (worst {worst:.2e}"
+              f"{clean_note(p, errs)})", worst <= logit_tol(p), f"{worst:.2e}")
     # rows agree while both paths have seen the same tokens (up to and including the first different choice)
     tuned_ids, tuned_lg = logits["tuned"]
     same = next((i for i, (a, b) in enumerate(zip(got, tuned_ids)) if a != b), min(len(got), len(tuned_ids)) - 1) + 1
     if lg is not None and tuned_lg is not None and same > 0:
-        worst = max(rel_err(lg[i].astype(np.float64), tuned_lg[i].astype(np.float64)) for i in range(same))
-        check(f"{tag}: --reference and tuned logits agree within {PLAIN_VS_TUNED:g} relative over {same} steps "
-              f"(worst {worst:.2e})", worst <= PLAIN_VS_TUNED, f"{worst:.2e}")
-        # Not bit-identical anywhere would mean --reference did not change the kernels.
-        check(f"{tag}: --reference runs other kernels: some logits differ from the tuned ones in the last bits",
-              worst > 0, "all logits bit-identical to the tuned path's")
+        errs = [rel_err(lg[i].astype(np.float64), tuned_lg[i].astype(np.float64)) for i in range(same)]
+        worst, tol = max(errs), INT8_WORST if is_int8(p) else PLAIN_VS_TUNED
+        # int8: the matmuls are bit-identical, but attention and GELU differ in the last bits, and those can
+        # put an int8 input on the other side of a rounding boundary (see INT8_CLEAN)
+        check(f"{tag}: --reference and tuned logits agree within {tol:g} relative over {same} steps "
+              f"(worst {worst:.2e}{clean_note(p, errs)})", worst <= tol, f"{worst:.2e}")
+        if not is_int8(p):
+            # Not bit-identical anywhere would mean --reference did not change the kernels.
+            check(f"{tag}: --reference runs other kernels: some logits differ from the tuned ones in the last bits",
+                  worst > 0, "all logits bit-identical to the tuned path's")
+    if is_int8(p):
+        # int8 logits can be bit-identical on both paths (the int8 matmuls are, and rounding the inputs to
+        # int8 absorbs the other kernels' last-bit differences), so the logits cannot show which kernels ran.
+        # A --prompt-cache file records them (README, "The prompt cache file": uint32 at byte 12, 0 = plain,
+        # else the tuned kernels' floats per vector), and each path refuses the other's.
+        kinds = {}
+        for path, extra in (("plain", ["--reference"]), ("tuned", [])):
+            pc = os.path.join(tmp, f"{path}.kv")
+            if os.path.exists(pc):
+                os.remove(pc)
+            r = run(mbin, "--prompt-ids", pids, "-n", 1, "--print-ids", "-q", "--prompt-cache", pc, *extra)
+            with open(pc, "rb") as f:
+                kinds[path] = (r.returncode, struct.unpack_from("<I", f.read(16), 12)[0])
+        r = run(mbin, "--prompt-ids", pids, "-n", 1, "--print-ids", "--prompt-cache", os.path.join(tmp, "tuned.kv"),
+                "--reference")
+        warned = "computed by the tuned" in r.stderr.decode(errors="replace") and "plain (--reference)" in r.stderr.decode(errors="replace")
+        check(f"{tag}: --reference runs other kernels: its --prompt-cache says plain kernels (0), the tuned run's "
+              f"says {kinds['tuned'][1]} floats per vector, and --reference refuses the tuned run's cache",
+              kinds["plain"] == (0, 0) and kinds["tuned"][0] == 0 and kinds["tuned"][1] in (8, 16) and warned,
+              f"{kinds}; {r.stderr.decode(errors='replace')[-300:]!r}")
     for name, sargs in (("greedy", ["-t", 0]), ("sampling -t 0.8 --top-k 40 -s 42", ["-t", 0.8, "--top-k", 40, "-s", 42])):
         out = []
         for nc in ([], ["--no-cache"]):
@@ -272,6 +346,34 @@ def reference_path_checks(tag, mbin, p, prompt, n, tmp):
         check(f"{tag}: --reference {name}: cached and --no-cache stdout and --logits byte-identical",
               ra == rb == 0 and a == b and la == lb and len(ids_of(a)) == n,
               f"cached {a[:120]!r} vs no-cache {b[:120]!r}, logits equal: {la == lb}")
+
+
+def int8_sample_checks(tag, mbin, p, tmp, rng, count=30):
+    """int8 weights: the next-token logits of `count` independent random prompts (1 .. n_ctx - 1 tokens),
+    each a fresh run, against the reference that rounds the matmul inputs (see INT8_CLEAN): at least
+    INT8_CLEAN_SHARE of them within INT8_CLEAN, all within INT8_WORST. Against the reference with the
+    inputs left unrounded the same logits must be far off: that is what the int8 inputs change."""
+    V, P = p["vocab_size"], p["n_ctx"]
+    unrounded = dict(p, weight_type="int8 weights, float inputs")  # matmul_input leaves x as it is
+    lf = os.path.join(tmp, "int8_sample.logits")
+    errs, far = [], []
+    for _ in range(count):
+        prompt = [int(x) for x in rng.integers(0, V, size=int(rng.integers(1, P)))]
+        r = run(mbin, "--prompt-ids", " ".join(map(str, prompt)), "-n", 1, "-t", 0, "-q", "--logits", lf)
+        lg = read_logits(lf, V) if r.returncode == 0 else None
+        if lg is None or lg.shape[0] != 1:
+            check(f"{tag}: int8 sample run exits 0 with one --logits row", False, r.stderr.decode()[-300:])
+            return
+        errs.append(rel_err(lg[0].astype(np.float64), ref.last_logits(p, prompt)))
+        far.append(rel_err(lg[0].astype(np.float64), ref.last_logits(unrounded, prompt)))
+    clean = sum(e <= INT8_CLEAN for e in errs)
+    check(f"{tag}: {count} random prompts: next-token logits within {INT8_CLEAN:g} of the reference that rounds "
+          f"the matmul inputs to int8 for at least {INT8_CLEAN_SHARE:.0%} ({clean}; median {np.median(errs):.1e}), "
+          f"all within {INT8_WORST:g} (worst {max(errs):.1e})",
+          clean >= INT8_CLEAN_SHARE * count and max(errs) <= INT8_WORST, f"{['%.1e' % e for e in errs]}")
+    check(f"{tag}: the same logits against the reference with unrounded inputs: none within {INT8_CLEAN:g} "
+          f"(median {np.median(far):.1e}, closest {min(far):.1e}): the engine rounds its matmul inputs",
+          min(far) > INT8_CLEAN, f"{['%.1e' % e for e in far]}")
 
 
 def weight_type_checks(tag, d, opts, tmp, rng):
@@ -289,6 +391,8 @@ def weight_type_checks(tag, d, opts, tmp, rng):
         model_checks(f"{tag} {wt}", d, mbin, opts, pq, tmp, np.random.default_rng(7))
         prompt = [int(x) for x in rng.integers(0, opts["vocab"], size=5)]
         reference_path_checks(f"{tag} {wt}", mbin, pq, prompt, min(8, opts["ctx"] - len(prompt) - 1), tmp)
+        if wt == "int8":
+            int8_sample_checks(f"{tag} {wt}", mbin, pq, tmp, np.random.default_rng(11))
         # the same prompt on the f32 model and on this one: the rounded weights change the logits
         lf = os.path.join(tmp, "wt.logits")
         pids = " ".join(map(str, prompt))
