@@ -2470,6 +2470,9 @@ static void q8_group(float *out, const int8_t *xq, const float *xd, const int32_
     // into L2. (Into L1 it was 3 times slower: the prefetches then compete with the loads for L1's
     // handful of outstanding misses.)
     const char *next = o0 + 2 * Q8_ROWS <= n_out && t1 - t0 <= 4 ? (const char *)(rows + (size_t)Q8_ROWS * n_in) : NULL;
+    if (next) // and the next group's scales, which are read at its start
+        for (size_t line = 0; line < (size_t)Q8_ROWS * nb * 2; line += 64)
+            _mm_prefetch((const char *)(w->scales + (size_t)(o0 + Q8_ROWS) * nb) + line, _MM_HINT_T1);
     __m512 acc[Q8_TOKENS];
     for (int t = t0; t < t1; t++) acc[t - t0] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
@@ -2690,6 +2693,19 @@ static void weighted_sum(float *out, size_t ldo, const float *weights, size_t ld
 #undef WSUM_TYPES
 }
 
+// A head's slice of a cached row is hs numbers and the next row's starts C numbers later: at long contexts
+// a stride the hardware prefetchers miss, so attention waited on memory at a third of the bandwidth. The
+// score loop therefore asks for the keys (into L1: locality 3) and values (into L2, for weighted_sum():
+// locality 2) of the rows 8 ahead.
+static inline void prefetch_slice(const Matrix *m, size_t first, int n, int locality) {
+    size_t bytes = m->type == WEIGHT_F32 ? 4 : m->type == WEIGHT_F16 ? 2 : 1;
+    const char *p = (const char *)m->data + first * bytes;
+    for (size_t line = 0; line < n * bytes; line += 64) {
+        if (locality == 3) __builtin_prefetch(p + line, 0, 3);
+        else __builtin_prefetch(p + line, 0, 2);
+    }
+}
+
 // attention()'s twin. A job is up to ATT_ROWS consecutive rows of one head, with ATT_ROWS rows of scores per
 // thread. Jobs are handed out one at a time: later rows see more keys, and a thread slowed by another
 // program simply takes fewer jobs. Keys and values are loaded in the cache's type (f32, f16 or int8) and
@@ -2710,6 +2726,10 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
         int n_keys_max = pos + t0 + rows;
         for (int j = 0; j < n_keys_max; j += 4) {
             int nk = n_keys_max - j < 4 ? n_keys_max - j : 4;
+            for (int p = j + 8; p < j + 12 && p < n_keys_max; p++) { // see prefetch_slice()
+                prefetch_slice(&keys, (size_t)p * C + h * hs, hs, 3);
+                prefetch_slice(&values, (size_t)p * C + h * hs, hs, 2);
+            }
             dot_block_any(scores + j, (size_t)n_ctx, qkv + (size_t)t0 * 3 * C + h * hs, (size_t)3 * C, &keys,
                           (size_t)j * C + h * hs, (size_t)C, NULL, hs, 1, rows, nk);
         }
