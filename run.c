@@ -2467,8 +2467,8 @@ static void q8_group(float *out, const int8_t *xq, const float *xd, const int32_
     }
     // The group's 16 rows are read side by side, 16 short streams that the hardware prefetchers do not
     // follow; so a decode step prefetches, with each block, 512 bytes of the next group (16 x n_in bytes)
-    // into L2. (Into L1 it was 3 times slower: the prefetches then compete with the loads for L1's
-    // handful of outstanding misses.)
+    // into L2. (Into L1 it was much slower: the prefetches then compete with the loads for L1's handful
+    // of outstanding misses.)
     const char *next = o0 + 2 * Q8_ROWS <= n_out && t1 - t0 <= 4 ? (const char *)(rows + (size_t)Q8_ROWS * n_in) : NULL;
     if (next) // and the next group's scales, which are read at its start
         for (size_t line = 0; line < (size_t)Q8_ROWS * nb * 2; line += 64)
