@@ -2443,17 +2443,11 @@ static inline void transpose_16x8(const char *p, size_t stride, __m512i out[8]) 
     }
 }
 
-// Group g of 16 weight rows, for token rows t0 .. t1 - 1. When n_out is not a multiple of 16 the last
-// group ends at n_out and overlaps the one before it; it stores only its new rows. xq, xd: the quantized
-// inputs; xsum: -128 x each input block's sum; wscale: scratch for the group's weight scales.
-static void q8_group(float *out, const int8_t *xq, const float *xd, const int32_t *xsum, const Matrix *w,
-                     const float *bias, int t0, int t1, int n_in, int n_out, int g, float *wscale) {
-    int nb = n_in / Q8_BLOCK;
-    int o0 = g * Q8_ROWS + Q8_ROWS <= n_out ? g * Q8_ROWS : n_out - Q8_ROWS, first = g * Q8_ROWS - o0;
-    const int8_t *rows = (const int8_t *)w->data + (size_t)o0 * n_in;
-    // The group's scales as floats, transposed like the weights: wcol[b * 16 + r] is row r's scale of block b.
+// The scales of weight rows o0 .. o0 + 15 as floats, transposed like the weights: the result's
+// [b * 16 + r] is row r's scale of block b. scratch: 2 x 16 x nb rounded up to 8 floats.
+static const float *q8_group_scales(const Matrix *w, int o0, int nb, float *scratch) {
     int nbp = (nb + 7) / 8 * 8;
-    float *wrow = wscale, *wcol = wscale + Q8_ROWS * nbp;
+    float *wrow = scratch, *wcol = scratch + Q8_ROWS * nbp;
     for (int r = 0; r < Q8_ROWS; r++)
         for (int b = 0; b < nbp; b += 16) {
             __mmask16 m = (__mmask16)(nb - b >= 16 ? 0xFFFF : (1u << (nb - b)) - 1); // zeros past nb
@@ -2465,6 +2459,18 @@ static void q8_group(float *out, const int8_t *xq, const float *xd, const int32_
         transpose_16x8((const char *)(wrow + b), (size_t)nbp * sizeof(float), v);
         for (int s = 0; s < 8; s++) _mm512_storeu_si512(wcol + (b + s) * Q8_ROWS, v[s]);
     }
+    return wcol;
+}
+
+// Group g of 16 weight rows, for token rows t0 .. t1 - 1. When n_out is not a multiple of 16 the last
+// group ends at n_out and overlaps the one before it; it stores only its new rows. xq, xd: the quantized
+// inputs; xsum: -128 x each input block's sum; wscale: scratch for the group's weight scales.
+static void q8_group(float *out, const int8_t *xq, const float *xd, const int32_t *xsum, const Matrix *w,
+                     const float *bias, int t0, int t1, int n_in, int n_out, int g, float *wscale) {
+    int nb = n_in / Q8_BLOCK;
+    int o0 = g * Q8_ROWS + Q8_ROWS <= n_out ? g * Q8_ROWS : n_out - Q8_ROWS, first = g * Q8_ROWS - o0;
+    const int8_t *rows = (const int8_t *)w->data + (size_t)o0 * n_in;
+    const float *wcol = q8_group_scales(w, o0, nb, wscale);
     // The group's 16 rows are read side by side, 16 short streams that the hardware prefetchers do not
     // follow; so a decode step prefetches, with each block, 512 bytes of the next group (16 x n_in bytes)
     // into L2. (Into L1 it was much slower: the prefetches then compete with the loads for L1's handful
