@@ -533,8 +533,8 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d) {
 
 // Row `row` of int8 weights times a quantized input row. A block's 32 products of two int8 numbers are
 // summed exactly in integers; only the block's total meets the two scales, in one fused multiply-add per
-// block, blocks in order. Exact integer sums are what make this fast (the tuned twin does 64
-// multiply-adds per instruction) and reproducible (any order of the integer adds gives the same total).
+// block, blocks in order. Exact integer sums let the tuned twin do 64 multiply-adds per instruction and
+// still match this loop bit for bit (any order of the integer adds gives the same total).
 static float dot_q8(const int8_t *xq, const float *xd, const Matrix *w, size_t row, int n) {
     const int8_t *wq = (const int8_t *)w->data + row * n;
     const uint16_t *ws = w->scales + row * (n / Q8_BLOCK);
