@@ -521,6 +521,24 @@ static void kv_cache_store(KVCache *kv, int layer, int pos, int T, const float *
 // bit-identical from a 500-token prefill, a 1-token decode step or a --no-cache recomputation, and the
 // cached and uncached runs print the same text.
 
+static void matmul_q8(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out);
+
+// out (T, n_out) = in (T, n_in) . w (n_out, n_in)^T + bias (n_out); bias may be NULL.
+static void matmul(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out) {
+    if (w->type == WEIGHT_Q8) { // int8 weights are multiplied in integers: matmul_q8() below
+        matmul_q8(out, in, w, bias, T, n_in, n_out);
+        return;
+    }
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < n_out; o++) {
+            const float *x = in + (size_t)t * n_in;
+            float sum = 0.0f;
+            for (int i = 0; i < n_in; i++) sum += x[i] * weight_at(w, (size_t)o * n_in + i);
+            out[(size_t)t * n_out + o] = (bias ? bias[o] : 0.0f) + sum;
+        }
+}
+
 // An input row for int8 weights, rounded the way the weights are (quantize_q8's blocks of 32): values
 // in q, and each block's scale, as a float, in d.
 static void quantize_input(const float *x, int n, int8_t *q, float *d) {
@@ -561,22 +579,6 @@ static void matmul_q8(float *out, const float *in, const Matrix *w, const float 
             out[(size_t)t * n_out + o] = (bias ? bias[o] : 0.0f) + dot_q8(xq + (size_t)t * n_in, xd + (size_t)t * nb, w, o, n_in);
     free(xq);
     free(xd);
-}
-
-// out (T, n_out) = in (T, n_in) . w (n_out, n_in)^T + bias (n_out); bias may be NULL.
-static void matmul(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in, int n_out) {
-    if (w->type == WEIGHT_Q8) {
-        matmul_q8(out, in, w, bias, T, n_in, n_out);
-        return;
-    }
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int t = 0; t < T; t++)
-        for (int o = 0; o < n_out; o++) {
-            const float *x = in + (size_t)t * n_in;
-            float sum = 0.0f;
-            for (int i = 0; i < n_in; i++) sum += x[i] * weight_at(w, (size_t)o * n_in + i);
-            out[(size_t)t * n_out + o] = (bias ? bias[o] : 0.0f) + sum;
-        }
 }
 
 // out = (in - mean) / sqrt(var + eps) * weight + bias, row by row over T rows of C.
@@ -2704,7 +2706,7 @@ static void weighted_sum(float *out, size_t ldo, const float *weights, size_t ld
 // score loop therefore asks for the keys (into L1: locality 3) and values (into L2, for weighted_sum():
 // locality 2) of the rows 8 ahead.
 static inline void prefetch_slice(const Matrix *m, size_t first, int n, int locality) {
-    size_t bytes = m->type == WEIGHT_F32 ? 4 : m->type == WEIGHT_F16 ? 2 : 1;
+    size_t bytes = kv_number_bytes(m->type);
     const char *p = (const char *)m->data + first * bytes;
     for (size_t line = 0; line < n * bytes; line += 64) {
         if (locality == 3) __builtin_prefetch(p + line, 0, 3);
