@@ -1,10 +1,12 @@
 """Weight types: f32, f16 and int8 exports of one random GPT-2 124M-shaped checkpoint.
 
 For each type: file size, peak RSS, decode tok/s against that type's own roofline (the bytes a step
-reads, with the five big matrices in that type, divided by the read bandwidth measured right before and
-after these runs), and prefill tok/s on a long prompt against the fp32 FMA peak. The checkpoint is the
-bench's own (random_models.py) whatever --model is, so that the three files hold the same weights.
-Runs are interleaved (f32, f16, int8, f32, ...) and the best of the repeats is taken, like the core.
+reads, with the five big matrices in that type, over the read bandwidth sampled right before and after
+each run), decode tok/s against f32's in the same round, and prefill tok/s on a long prompt against the
+fp32 FMA peak. The checkpoint is the bench's own (random_models.py) whatever --model is, so that the
+three files hold the same weights. Decode runs DECODE_ROUNDS rounds, the types interleaved (f32, f16,
+int8, f32, ...) and ratios and fractions taken as medians over the rounds; prefill takes the best of
+--repeats, like the core.
 
 int8 has two legitimate designs, and both are timed on the same int8 file: this run.c quantizes the
 inputs too and multiplies in integers (VNNI); the run.c of commit DEQUANT_COMMIT, built here from git
@@ -52,7 +54,6 @@ def measure(engine, machine, out_dir, args, prompt, long_prompt):
         engines[DEQUANT] = other.for_model(files["int8"])
     for t, e in engines.items():
         e.run(f"{t}-warmup", prompt, 8, timings=False)  # pages the weights in
-    before = machine.sample("before the weight types", read_only=True)
     runs = {(t, kind): [] for t in engines for kind in ("decode", "prefill")}
     for rep in range(max(args.repeats, DECODE_ROUNDS)):
         for t, e in engines.items():
@@ -65,8 +66,7 @@ def measure(engine, machine, out_dir, args, prompt, long_prompt):
                 runs[(t, "prefill")].append(e.run(f"{t}-prefill", long_prompt, 1, timings=False))
             log(f"round {rep + 1} {t}: decode {runs[(t, 'decode')][-1]['decode_tok_s']:6.1f} tok/s, "
                 f"prefill {runs[(t, 'prefill')][-1]['prefill_tok_s']:6.1f} tok/s")
-    after = machine.sample("after the weight types", read_only=True)
-    res = dict(bandwidth=max(before, after), bandwidth_samples=(before, after), fma_gflops=machine.best("fma_gflops"),
+    res = dict(fma_gflops=machine.best("fma_gflops"),
                fma_width=machine.best("fma_width"), checkpoint=rel(random_models.checkpoint(out_dir, random_models.GPT2_124M)),
                decode_tokens=DECODE_TOKENS, prompt_len=len(prompt.split()), types={})
     for t in engines:
@@ -87,8 +87,6 @@ def summarize(path, decode_runs, prefill_runs, res):
     return dict(file=rel(path), file_bytes=os.path.getsize(path), maxrss_kb=max(r["maxrss_kb"] for r in decode_runs),
                 paired_fraction=statistics.median(paired), paired_fractions=paired,
                 decode_tok_s=d["decode_tok_s"], bytes_per_token=weights + kv, weight_bytes=weights, kv_bytes=kv,
-                roofline_tok_s=res["bandwidth"] * 1e9 / (weights + kv),
-                decode_fraction=d["decode_tok_s"] * (weights + kv) / 1e9 / res["bandwidth"],
                 prefill_tokens=p["prefill_tokens"], prefill_tok_s=p["prefill_tok_s"],
                 prefill_fraction=flops / p["prefill_s"] / 1e9 / res["fma_gflops"],
                 repeats=(len(decode_runs), len(prefill_runs)), csv=d["csv"], decode_cmd=d["cmd"], prefill_cmd=p["cmd"],
