@@ -84,6 +84,13 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+// CPU time used so far by all the process's threads (0 if the system cannot tell).
+static double cpu_seconds(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0.0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static uint32_t read_u32(const unsigned char *p) { // little-endian, any alignment
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
@@ -400,7 +407,7 @@ static void quantize_q8(const float *x, int n, int8_t *q, uint16_t *scales) {
     for (int b = 0; b < n / Q8_BLOCK; b++) {
         const float *xb = x + b * Q8_BLOCK;
         float amax = 0.0f;
-        for (int i = 0; i < Q8_BLOCK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        for (int i = 0; i < Q8_BLOCK; i++) amax = fabsf(xb[i]) > amax ? fabsf(xb[i]) : amax; // (fmaxf: a libm call)
         scales[b] = f32_to_f16(amax / 127.0f);
         float d = f16_to_f32(scales[b]);
         for (int i = 0; i < Q8_BLOCK; i++) {
@@ -1645,7 +1652,7 @@ static void print_shifts(const ShiftStats *s) {
 
 typedef struct ThreadTuner ThreadTuner; // in the tuned section: the thread count under load
 static ThreadTuner *thread_tuner_new(int max, int fixed);
-static int thread_tuner_step(ThreadTuner *t, double seconds);
+static int thread_tuner_step(ThreadTuner *t, double seconds, double cpu);
 static void thread_tuner_report(const ThreadTuner *t);
 
 typedef struct {
@@ -1738,11 +1745,11 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
     StopReason why = limit == g->n_tokens ? STOP_REQUESTED : STOP_CONTEXT;
     ShiftStats shifts = {0};
 
-    double t0 = now_seconds();
+    double t0 = now_seconds(), cpu0 = cpu_seconds();
     int n_computed = prefill(m, s, kv, seq, n_prompt, g); // also with -n 0, so it can be timed alone
-    double t_prefill = now_seconds() - t0, t_step = now_seconds();
+    double t_prefill = now_seconds() - t0, t_step = now_seconds(), cpu_step = cpu_seconds();
     if (n_prompt <= 4 && !g->no_cache) // a short prompt's pass reads the weights once, like a decode step
-        omp_set_num_threads(thread_tuner_step(g->tuner, t_prefill));
+        omp_set_num_threads(thread_tuner_step(g->tuner, t_prefill, cpu_step - cpu0));
     int n_new = 0, len = n_prompt; // len: tokens in the window, seq[0..len)
     while (n_new < limit) {
         check_logits(s->logits, c->vocab_size, len - 1);
@@ -1763,16 +1770,17 @@ static int generate(const Model *m, RunState *s, KVCache *kv, Sampler *sampler, 
         n_new++;
         double t_forward = now_seconds();
         advance(m, s, kv, seq, len, g->no_cache); // append its K and V for the next step
-        double t = now_seconds();
+        double t = now_seconds(), cpu = cpu_seconds();
         if (shifted) {
             shifts.shifts++;
             shifts.recomputed += len - 1;
             shifts.seconds += t - t_forward;
         } else {
-            omp_set_num_threads(thread_tuner_step(g->tuner, t - t_step)); // fewer threads if a core is busy
+            omp_set_num_threads(thread_tuner_step(g->tuner, t - t_step, cpu - cpu_step)); // fewer if a core is busy
         }
         if (g->timings) fprintf(g->timings, "%d,%d,%.4f,%zu\n", n_new, len - 1, (t - t_step) * 1e3, kv_bytes_used(kv));
         t_step = t;
+        cpu_step = cpu;
     }
     double t_decode = now_seconds() - t0 - t_prefill;
     if (g->print_ids) printf("\n");
@@ -2390,24 +2398,40 @@ static void dot_block_any(float *out, size_t ldo, const float *x, size_t ldx, co
 #undef DOT_TYPES
 }
 
+// The next piece of n items for the calling thread: [*first, *first + returned count), 0 when none are
+// left. Pieces are taken from a shared counter, big ones first (what is left over twice the thread count),
+// then smaller and smaller down to min_items, so a thread on a slower core or memory channel takes fewer
+// and the threads finish together. (Equal fixed shares left one thread waiting for the other.)
+static int take_piece(int *next, int n, int min_items, int *first) {
+    int k;
+#pragma omp critical(take_piece)
+    {
+        *first = *next;
+        k = (n - *next) / (2 * omp_get_num_threads());
+        k = k < min_items ? min_items : k;
+        k = k < n - *next ? k : n - *next;
+        *next += k;
+    }
+    return k;
+}
+
 // matmul for T <= 4 token rows (a decode step): every weight is used at most 4 times, so the time is the
-// time to read the weights once, and the access pattern decides it. Each thread takes a contiguous share
-// of the weight rows and walks the four quarters of its share side by side: four long sequential streams
-// that the hardware prefetchers follow. (Four adjacent rows at a time, as the batched path below does,
-// restarts the streams every 4 rows.)
+// time to read the weights once, and the access pattern decides it. A thread walks the four quarters of
+// each piece of rows it takes side by side: four long sequential streams that the hardware prefetchers
+// follow. (Four adjacent rows at a time, as the batched path below does, restarts the streams every 4
+// rows.)
 static void matmul_streaming(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in,
                              int n_out) {
+    int next = 0;
 #pragma omp parallel
-    {
-        int share = (n_out + omp_get_num_threads() - 1) / omp_get_num_threads();
-        int o0 = omp_get_thread_num() * share, o1 = o0 + share < n_out ? o0 + share : n_out;
-        int quarter = o1 > o0 ? (o1 - o0) / 4 : 0;
+    for (int o0, n; (n = take_piece(&next, n_out, 16, &o0)) > 0;) {
+        int quarter = n / 4;
         for (int i = 0; i < quarter; i++) { // rows o0 + i, then a quarter, a half, three quarters further on
             int o = o0 + i;
             dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w, (size_t)o * n_in, (size_t)n_in,
                           bias ? bias + o : NULL, n_in, (size_t)quarter, T, 4);
         }
-        for (int o = o0 + 4 * quarter; o < o1; o++) // the last (o1 - o0) % 4 rows
+        for (int o = o0 + 4 * quarter; o < o0 + n; o++) // the last n % 4 rows
             dot_block_any(out + o, (size_t)n_out, in, (size_t)n_in, w, (size_t)o * n_in, (size_t)n_in,
                           bias ? bias + o : NULL, n_in, 1, T, 1);
     }
@@ -2530,14 +2554,12 @@ static void matmul_q8_tuned(float *out, const float *in, const Matrix *w, const 
     {
         float *wscale = xmalloc((size_t)(nb + 7) / 8 * 8 * 2 * Q8_ROWS * sizeof(float), "weight scales");
 #pragma omp for schedule(static)
-        for (int t = 0; t < T; t++) {
-            int8_t *q = xq + (size_t)t * n_in;
-            quantize_input(in + (size_t)t * n_in, n_in, q, xd + (size_t)t * nb);
-            for (int b = 0; b < nb; b++) {
-                int32_t sum = 0;
-                for (int i = 0; i < Q8_BLOCK; i++) sum += q[b * Q8_BLOCK + i];
-                xsum[(size_t)t * nb + b] = -128 * sum;
-            }
+        for (int i = 0; i < T * nb; i++) { // block i of the T x n_in inputs: both threads work even when T = 1
+            int8_t *q = xq + (size_t)i * Q8_BLOCK;
+            quantize_input(in + (size_t)i * Q8_BLOCK, Q8_BLOCK, q, xd + i);
+            int32_t sum = 0;
+            for (int j = 0; j < Q8_BLOCK; j++) sum += q[j];
+            xsum[i] = -128 * sum;
         }
         // Decode: contiguous shares of the rows (long streams); prefill: dynamic, for a thread slowed by
         // another program.
@@ -2768,14 +2790,19 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
 // and dynamically scheduled, so there the fast thread takes over the slow one's share.) Decode therefore
 // times its own steps and moves the thread count one at a time:
 //   - after the first step, and when two steps in a row are much slower than the usual one, it tries one
-//     thread fewer for a step and keeps that count if the step was clearly faster;
+//     thread fewer for a step and keeps that count if the step was clearly faster; but only if the step's
+//     threads did not all run the whole time: together they got at least TUNER_LOST of one thread's
+//     time less CPU than threads x the step's time, which only other programs take. A step can also be slow because memory was: on a VM the read bandwidth can halve
+//     for seconds. One thread fewer does not help then, and a trial that happened to run as the
+//     bandwidth came back won and kept the run on one thread for dozens of steps;
 //   - below the most it may use, it tries one thread more now and then, since load comes and goes.
 // A trial that loses makes the next one of its kind wait twice as long.
 // Output never depends on the thread count: every kernel computes a row the same way whoever runs it.
-// thread_tuner_step() sees nothing but step times, so the tests drive it with made-up ones.
+// thread_tuner_step() sees nothing but step times and CPU times, so the tests drive it with made-up ones.
 
 #define TUNER_SLOW 1.5      // a step this many times the usual one is slow
 #define TUNER_GAIN 0.9      // a trial count is kept if its step took at most this fraction of the current
+#define TUNER_LOST 0.4      // a step's threads waited for cores if they lost this x its time (idle: under 0.3)
 #define TUNER_FIRST_WAIT 32 // steps before retrying a direction that lost, doubled after each loss
 #define TUNER_MAX_WAIT 512
 
@@ -2824,9 +2851,12 @@ static void tuner_judge_trial(ThreadTuner *t, double seconds) {
     t->slow_in_a_row = 0;
 }
 
-// Called after each decode step with the time it took; returns the thread count for the next step.
-static int thread_tuner_step(ThreadTuner *t, double seconds) {
-    t->steps_below_max += (t->trial ? t->trial : t->n) < t->max;
+// Called after each decode step with the time it took and the CPU time all threads used in it; returns
+// the thread count for the next step.
+static int thread_tuner_step(ThreadTuner *t, double seconds, double cpu) {
+    int threads = t->trial ? t->trial : t->n;
+    int starved = threads * seconds - cpu > TUNER_LOST * seconds; // a thread waited for a core
+    t->steps_below_max += threads < t->max;
     if (t->fixed || t->max == 1) return t->n;
     t->steps++;
     if (t->trial) {
@@ -2836,10 +2866,10 @@ static int thread_tuner_step(ThreadTuner *t, double seconds) {
     t->last[1] = t->last[0];
     t->last[0] = seconds;
     t->usual = t->usual > 0 && t->usual < seconds ? t->usual : seconds;
-    t->slow_in_a_row = seconds > TUNER_SLOW * t->usual ? t->slow_in_a_row + 1 : 0;
+    t->slow_in_a_row = seconds > TUNER_SLOW * t->usual && starved ? t->slow_in_a_row + 1 : 0;
     t->down_wait -= t->down_wait > 0;
     t->up_wait -= t->up_wait > 0;
-    if (t->n > 1 && (t->steps == 1 || (t->slow_in_a_row >= 2 && t->down_wait == 0))) t->trial = t->n - 1;
+    if (t->n > 1 && ((t->steps == 1 && starved) || (t->slow_in_a_row >= 2 && t->down_wait == 0))) t->trial = t->n - 1;
     else if (t->n < t->max && t->up_wait == 0) t->trial = t->n + 1;
     return t->trial ? t->trial : t->n;
 }
