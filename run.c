@@ -2788,32 +2788,34 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
 // time, and every parallel region ends in a barrier that waits for it. A decode step is dozens of short
 // regions, so it can take several times longer than with one thread fewer. (Prefill's regions are long
 // and dynamically scheduled, so there the fast thread takes over the slow one's share.) Decode therefore
-// times its own steps and moves the thread count one at a time:
-//   - after the first step, and when two steps in a row are much slower than the usual one, it tries one
-//     thread fewer for a step and keeps that count if the step was clearly faster; but only if the step's
-//     threads did not all run the whole time: together they got at least TUNER_LOST of one thread's
-//     time less CPU than threads x the step's time, which only other programs take. A step can also be slow because memory was: on a VM the read bandwidth can halve
-//     for seconds. One thread fewer does not help then, and a trial that happened to run as the
-//     bandwidth came back won and kept the run on one thread for dozens of steps;
+// watches its own steps and moves the thread count one at a time:
+//   - when its threads waited for a core in two steps in a row (together they got TUNER_LOST of one
+//     thread's time less CPU than threads x the step's time: only other programs take it), it tries one
+//     thread fewer for two steps and keeps that count if the faster of them was clearly faster than the
+//     current count's (the first pays for the change: a thread let go keeps spinning on its core for a
+//     while, and the one that stays may be sharing the busy core until the OS moves it). A slow step alone
+//     is not the signal: memory can be what was slow (a VM's read bandwidth can halve for seconds), and
+//     one thread fewer does not help then; nor is the first step alone, which also maps the weights in;
 //   - below the most it may use, it tries one thread more now and then, since load comes and goes.
 // A trial that loses makes the next one of its kind wait twice as long.
 // Output never depends on the thread count: every kernel computes a row the same way whoever runs it.
 // thread_tuner_step() sees nothing but step times and CPU times, so the tests drive it with made-up ones.
 
-#define TUNER_SLOW 1.5      // a step this many times the usual one is slow
-#define TUNER_GAIN 0.9      // a trial count is kept if its step took at most this fraction of the current
-#define TUNER_LOST 0.4      // a step's threads waited for cores if they lost this x its time (idle: under 0.3)
+#define TUNER_GAIN 0.9      // a trial count is kept if its faster step took at most this fraction of the current
+#define TUNER_TRIAL_STEPS 2 // steps a trial runs
+#define TUNER_LOST 0.4      // threads x a step's time - its CPU time above this x its time: they waited
 #define TUNER_FIRST_WAIT 32 // steps before retrying a direction that lost, doubled after each loss
 #define TUNER_MAX_WAIT 512
 
 struct ThreadTuner {
     int max, n;                   // the most threads we may use, and the count in use
     int fixed;                    // --threads: never change
-    int trial;                    // 0, or the count the step now running tries
+    int trial;                    // 0, or the count the steps now running try
+    int trial_left;               // steps of the trial still to run after this one
+    double trial_best;            // the trial's fastest step so far
     double last[2];               // the latest two step times at count n, newest first
-    double usual;                 // the yardstick for "slow": the fastest step at count n since last judged
-    int slow_in_a_row;
-    int down_wait, up_wait;       // steps before a trial of n - 1 (when slow), of n + 1
+    int starved_in_a_row;         // steps in a row whose threads waited for cores
+    int down_wait, up_wait;       // steps before a trial of n - 1 (when starved), of n + 1
     int down_backoff, up_backoff; // the wait after a losing trial of that kind
     int changes, steps, steps_below_max;
 };
@@ -2829,17 +2831,16 @@ static int doubled(int wait) { return wait * 2 < TUNER_MAX_WAIT ? wait * 2 : TUN
 // two steps (one alone can be an outlier).
 static void tuner_judge_trial(ThreadTuner *t, double seconds) {
     double now = t->last[1] > 0 && t->last[1] < t->last[0] ? t->last[1] : t->last[0];
-    int down = t->trial < t->n, first = t->steps == 2; // the trial right after the first step
+    int down = t->trial < t->n;
     if (seconds <= TUNER_GAIN * now) { // the trial won: move to its count
         t->n = t->trial;
-        t->last[0] = t->usual = seconds;
+        t->last[0] = seconds;
         t->last[1] = 0;
         t->changes++;
         t->down_backoff = t->up_backoff = t->up_wait = TUNER_FIRST_WAIT;
         t->down_wait = 0;
     } else {
-        t->usual = now;
-        if (down && !first) { // the trial after the first step says nothing about load that comes later
+        if (down) {
             t->down_wait = t->down_backoff;
             t->down_backoff = doubled(t->down_backoff);
         } else if (!down) {
@@ -2848,7 +2849,7 @@ static void tuner_judge_trial(ThreadTuner *t, double seconds) {
         }
     }
     t->trial = 0;
-    t->slow_in_a_row = 0;
+    t->starved_in_a_row = 0;
 }
 
 // Called after each decode step with the time it took and the CPU time all threads used in it; returns
@@ -2860,17 +2861,20 @@ static int thread_tuner_step(ThreadTuner *t, double seconds, double cpu) {
     if (t->fixed || t->max == 1) return t->n;
     t->steps++;
     if (t->trial) {
-        tuner_judge_trial(t, seconds);
+        t->trial_best = seconds < t->trial_best ? seconds : t->trial_best;
+        if (t->trial_left-- > 0) return t->trial;
+        tuner_judge_trial(t, t->trial_best);
         return t->n;
     }
     t->last[1] = t->last[0];
     t->last[0] = seconds;
-    t->usual = t->usual > 0 && t->usual < seconds ? t->usual : seconds;
-    t->slow_in_a_row = seconds > TUNER_SLOW * t->usual && starved ? t->slow_in_a_row + 1 : 0;
+    t->starved_in_a_row = starved ? t->starved_in_a_row + 1 : 0;
     t->down_wait -= t->down_wait > 0;
     t->up_wait -= t->up_wait > 0;
-    if (t->n > 1 && ((t->steps == 1 && starved) || (t->slow_in_a_row >= 2 && t->down_wait == 0))) t->trial = t->n - 1;
+    if (t->n > 1 && t->starved_in_a_row >= 2 && t->down_wait == 0) t->trial = t->n - 1;
     else if (t->n < t->max && t->up_wait == 0) t->trial = t->n + 1;
+    t->trial_left = TUNER_TRIAL_STEPS - 1;
+    t->trial_best = INFINITY;
     return t->trial ? t->trial : t->n;
 }
 

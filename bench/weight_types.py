@@ -180,7 +180,7 @@ def report(r):
              if DEQUANT in ty else []),
            "Targets (issue 11), measured in this run:\n",
            table(["target", "measured", "goal", "met"],
-                 [[what, f"{x:.2f}", f">= {goal:g}", "yes" if x >= goal else "**no**"] for what, x, goal in r["targets"]]),
+                 [[what, f"{x:.3f}", f">= {goal:g}", "yes" if x >= goal else "**no**"] for what, x, goal in r["targets"]]),
            "\nCommands (f32; the others differ in the file):\n",
            f"    {f32['decode_cmd']}", f"    {f32['prefill_cmd']}"]
     return out
