@@ -424,8 +424,8 @@ static void quantize_q8(const float *x, int n, int8_t *q, uint16_t *scales) {
 // tokens up to their own position, so once computed they never change: keep them, and each new token
 // costs one row of K and V per layer instead of recomputing the whole prefix.
 //
-//   k[layer][pos][C], v[layer][pos][C]    (all heads side by side; head h owns columns h*hs .. h*hs+hs-1)
-//   bytes per token = 2 (K and V) x n_layer x (bytes of one row of C numbers)
+//   k[layer][head][pos][hs], v[layer][head][pos][hs]    (hs = C / n_head numbers per head)
+//   bytes per token = 2 (K and V) x n_layer x (bytes of one row of C numbers: n_head x hs)
 //     f32  (the default): 2 x 12 x 768 x 4           = 73,728 bytes = 72 KiB for GPT-2 small,
 //          so a full 1024-token context holds 72 MiB (GPT-2 XL: 2 x 48 x 1600 x 4 = 600 KiB/token);
 //     f16  (--kv-type f16): 2 x 12 x 768 x 2          = 36,864 bytes;
@@ -434,21 +434,27 @@ static void quantize_q8(const float *x, int n, int8_t *q, uint16_t *scales) {
 // The arrays are reserved for n_ctx positions but the OS only backs the pages written, so memory in use
 // grows with len, which is what the summary reports.
 //
+// Each head's keys are one block of memory, position after position, because a head reads only its own:
+// attention walks one head's n_ctx x hs matrix from start to end. (With the heads side by side in each
+// position's row, a head read 256 bytes every 3 KB, a pattern the hardware prefetchers do not follow;
+// README, "KV cache layout", has what it cost.)
+//
 // f16 and int8 rows are the weight formats above, so the kernels read the cache the way they read
-// weights: a layer's keys (or values) are a Matrix of n_ctx rows, converted to float inside the
-// attention loops; no float copy of the cache is ever made. kv_cache_store() rounds each new row once,
+// weights: a head's keys (or values) in a layer are a Matrix of n_ctx rows of hs numbers, converted to
+// float inside the attention loops; no float copy of the cache is ever made. kv_cache_store() rounds each new row once,
 // and a recomputed row (--no-cache) is rounded the same way, so cached and uncached runs stay
-// identical for every type. int8 uses quantize_q8's blocks of 32 along the row: a block never straddles
-// two heads when the head size is a multiple of 32 (64 in every GPT-2), and a block, not a whole head,
+// identical for every type. int8 uses quantize_q8's blocks of 32 along a head's row, so it needs a head size
+// that is a multiple of 32 (64 in every GPT-2); a block, not a whole head,
 // shares a scale, so one large number costs precision to 31 others rather than to 63 (README, "KV cache
 // types", has the measurement).
 
 typedef struct {
     int n_layer, n_ctx, dim;       // dim = n_embd
+    int n_head, head_size;         // dim = n_head x head_size
     int type;                      // WEIGHT_F32, WEIGHT_F16 or WEIGHT_Q8: how a row is stored (--kv-type)
     int len;                       // positions [0, len) hold valid keys and values
-    void *k, *v;                   // (n_layer, n_ctx, dim) floats, halves or int8
-    uint16_t *k_scales, *v_scales; // int8 only: (n_layer, n_ctx, dim / Q8_BLOCK) half-precision scales
+    void *k, *v;                   // (n_layer, n_head, n_ctx, head_size) floats, halves or int8
+    uint16_t *k_scales, *v_scales; // int8 only: (n_layer, n_head, n_ctx, head_size / Q8_BLOCK) half scales
 } KVCache;
 
 static size_t kv_number_bytes(int type) { return type == WEIGHT_F32 ? 4 : type == WEIGHT_F16 ? 2 : 1; }
@@ -461,9 +467,10 @@ static size_t kv_row_bytes(const KVCache *kv) {
 static size_t kv_bytes_per_token(const KVCache *kv) { return 2 * (size_t)kv->n_layer * kv_row_bytes(kv); }
 static size_t kv_bytes_used(const KVCache *kv) { return (size_t)kv->len * kv_bytes_per_token(kv); }
 
-// type WEIGHT_Q8 needs dim to be a multiple of Q8_BLOCK (the caller checks the head size).
+// type WEIGHT_Q8 needs the head size to be a multiple of Q8_BLOCK (the caller checks it).
 static void kv_cache_init(KVCache *kv, const Config *c, int type) {
-    *kv = (KVCache){.n_layer = c->n_layer, .n_ctx = c->n_ctx, .dim = c->n_embd, .type = type};
+    *kv = (KVCache){.n_layer = c->n_layer, .n_ctx = c->n_ctx, .dim = c->n_embd, .n_head = c->n_head,
+                    .head_size = c->n_embd / c->n_head, .type = type};
     size_t numbers = (size_t)c->n_layer * c->n_ctx * c->n_embd;
     kv->k = xmalloc(numbers * kv_number_bytes(type), "the KV cache (keys)");
     kv->v = xmalloc(numbers * kv_number_bytes(type), "the KV cache (values)");
@@ -482,14 +489,20 @@ static void kv_cache_free(KVCache *kv) {
     kv->k_scales = kv->v_scales = NULL;
 }
 
-// One layer's keys or values as a (n_ctx, dim) matrix: element j * dim + i is number i of position j.
-static Matrix kv_matrix(const KVCache *kv, const void *data, const uint16_t *scales, int layer) {
-    size_t first = (size_t)layer * kv->n_ctx * kv->dim; // the layer's first number
+// Element (layer, head, pos, 0) of a cache array, counted in numbers.
+static size_t kv_first(const KVCache *kv, int layer, int head, int pos) {
+    return (((size_t)layer * kv->n_head + head) * kv->n_ctx + pos) * kv->head_size;
+}
+
+// One head's keys or values in one layer as a (n_ctx, head_size) matrix: element j * head_size + i is
+// number i of position j.
+static Matrix kv_matrix(const KVCache *kv, const void *data, const uint16_t *scales, int layer, int head) {
+    size_t first = kv_first(kv, layer, head, 0);
     return (Matrix){kv->type, (const char *)data + first * kv_number_bytes(kv->type),
                     scales ? scales + first / Q8_BLOCK : NULL};
 }
-static Matrix kv_keys(const KVCache *kv, int layer) { return kv_matrix(kv, kv->k, kv->k_scales, layer); }
-static Matrix kv_values(const KVCache *kv, int layer) { return kv_matrix(kv, kv->v, kv->v_scales, layer); }
+static Matrix kv_keys(const KVCache *kv, int layer, int head) { return kv_matrix(kv, kv->k, kv->k_scales, layer, head); }
+static Matrix kv_values(const KVCache *kv, int layer, int head) { return kv_matrix(kv, kv->v, kv->v_scales, layer, head); }
 
 // Stores the float row x (dim numbers) at element `first` of a cache array, in the cache's type: the one
 // rounding a cached number gets.
@@ -504,15 +517,17 @@ static void kv_store_row(int type, void *data, uint16_t *scales, size_t first, c
     }
 }
 
-// Copies the K and V parts of T rows of qkv (T, 3C) into the cache at positions pos .. pos+T-1.
+// Copies the K and V parts of T rows of qkv (T, 3C) into the cache at positions pos .. pos+T-1: each
+// head's part of a row to that head's matrix.
 static void kv_cache_store(KVCache *kv, int layer, int pos, int T, const float *qkv) {
-    int C = kv->dim;
+    int C = kv->dim, hs = kv->head_size;
 #pragma omp parallel for schedule(static) if (T >= 16 && kv->type != WEIGHT_F32) // rounding a long prompt
-    for (int t = 0; t < T; t++) {
-        size_t first = ((size_t)layer * kv->n_ctx + pos + t) * C;
-        kv_store_row(kv->type, kv->k, kv->k_scales, first, qkv + (size_t)t * 3 * C + C, C);
-        kv_store_row(kv->type, kv->v, kv->v_scales, first, qkv + (size_t)t * 3 * C + 2 * C, C);
-    }
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < kv->n_head; h++) {
+            size_t first = kv_first(kv, layer, h, pos + t);
+            kv_store_row(kv->type, kv->k, kv->k_scales, first, qkv + (size_t)t * 3 * C + C + h * hs, hs);
+            kv_store_row(kv->type, kv->v, kv->v_scales, first, qkv + (size_t)t * 3 * C + 2 * C + h * hs, hs);
+        }
 }
 
 // ----------------------------------------------------------------------------
@@ -637,15 +652,15 @@ static void attention(float *out, const float *qkv, const KVCache *kv, int layer
                       float *scores) {
     int C = kv->dim, hs = C / n_head;
     float scale = 1.0f / sqrtf((float)hs);
-    const Matrix keys = kv_keys(kv, layer), values = kv_values(kv, layer);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int t = 0; t < T; t++)
         for (int h = 0; h < n_head; h++) {
+            const Matrix keys = kv_keys(kv, layer, h), values = kv_values(kv, layer, h); // head h's (n_ctx, hs)
             const float *q = qkv + (size_t)t * 3 * C + h * hs; // this token's query for head h
             float *att = scores + (size_t)omp_get_thread_num() * kv->n_ctx;
             int n_keys = pos + t + 1; // causal: a token sees itself and everything before it, nothing after
             for (int j = 0; j < n_keys; j++) { // how well query t matches each cached key j
-                size_t k = (size_t)j * C + h * hs; // key j's numbers for head h
+                size_t k = (size_t)j * hs; // key j's numbers
                 float dot = 0.0f;
                 for (int i = 0; i < hs; i++) dot += q[i] * weight_at(&keys, k + i);
                 att[j] = dot * scale;
@@ -654,7 +669,7 @@ static void attention(float *out, const float *qkv, const KVCache *kv, int layer
             float *o = out + (size_t)t * C + h * hs;
             for (int i = 0; i < hs; i++) o[i] = 0.0f;
             for (int j = 0; j < n_keys; j++) { // the weighted sum of the cached values
-                size_t v = (size_t)j * C + h * hs;
+                size_t v = (size_t)j * hs;
                 for (int i = 0; i < hs; i++) o[i] += att[j] * weight_at(&values, v + i);
             }
         }
@@ -1450,14 +1465,30 @@ static uint64_t read_u64(const unsigned char *p) { return read_u32(p) | (uint64_
 static void put_u32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> 8 * i); }
 
 // The file's arrays for layer l, in file order, as (pointer into the cache, bytes for n positions).
-static int pcache_arrays(const KVCache *kv, int layer, int n, char **ptr, size_t *bytes) {
-    size_t first = (size_t)layer * kv->n_ctx * kv->dim, nb = kv_number_bytes(kv->type), numbers = (size_t)n * kv->dim;
-    ptr[0] = (char *)kv->k + first * nb, bytes[0] = numbers * nb;
-    ptr[1] = (char *)kv->v + first * nb, bytes[1] = numbers * nb;
-    if (kv->type != WEIGHT_Q8) return 2;
-    ptr[2] = (char *)(kv->k_scales + first / Q8_BLOCK), bytes[2] = numbers / Q8_BLOCK * 2;
-    ptr[3] = (char *)(kv->v_scales + first / Q8_BLOCK), bytes[3] = numbers / Q8_BLOCK * 2;
-    return 4;
+// A layer's arrays in the file: keys, values, then (int8) their scales.
+static int pcache_arrays(const KVCache *kv) { return kv->type == WEIGHT_Q8 ? 4 : 2; }
+
+// Bytes of n positions of a layer's array a in the file.
+static size_t pcache_array_bytes(const KVCache *kv, int a, int n) {
+    return (size_t)n * (a < 2 ? kv->dim * kv_number_bytes(kv->type) : kv->dim / Q8_BLOCK * sizeof(uint16_t));
+}
+
+// The file keeps each position's row whole, every head side by side, while the cache keeps each head's
+// rows together. This copies positions 0 .. n-1 of a layer's array a between the two: into buf in the
+// file's order (to_file), or from buf into the cache.
+static void pcache_copy(const KVCache *kv, int layer, int a, int n, char *buf, int to_file) {
+    int scales = a >= 2;
+    size_t elem = scales ? sizeof(uint16_t) : kv_number_bytes(kv->type);
+    size_t per_head = (size_t)kv->head_size / (scales ? Q8_BLOCK : 1) * elem; // one head at one position
+    char *base = a == 0 ? kv->k : a == 1 ? kv->v : a == 2 ? (char *)kv->k_scales : (char *)kv->v_scales;
+    for (int h = 0; h < kv->n_head; h++) {
+        char *cache = base + kv_first(kv, layer, h, 0) / (scales ? Q8_BLOCK : 1) * elem;
+        for (int p = 0; p < n; p++) {
+            char *file = buf + ((size_t)p * kv->n_head + h) * per_head;
+            if (to_file) memcpy(file, cache + p * per_head, per_head);
+            else memcpy(cache + p * per_head, file, per_head);
+        }
+    }
 }
 
 static uint64_t pcache_file_size(const KVCache *kv, int n_tokens) {
@@ -1549,15 +1580,16 @@ static int pcache_read_tokens(int fd, const Model *m, const KVCache *kv, const P
 // Reads the first `reuse` positions of every layer of a cache file holding n_file positions into kv.
 static int pcache_read_rows(int fd, KVCache *kv, int n_file, int reuse) {
     off_t off = PCACHE_HEADER_BYTES + 4 * (off_t)n_file;
-    for (int l = 0; l < kv->n_layer; l++) {
-        char *ptr[4], *unused[4];
-        size_t bytes[4], stored[4];
-        int arrays = pcache_arrays(kv, l, reuse, ptr, bytes);
-        pcache_arrays(kv, l, n_file, unused, stored);
-        for (int a = 0; a < arrays; off += (off_t)stored[a++])
-            if (read_at(fd, ptr[a], bytes[a], off) != 0) return -1;
-    }
-    return 0;
+    char *buf = xmalloc(pcache_array_bytes(kv, 0, reuse) + 1, "the prompt cache");
+    int bad = 0;
+    for (int l = 0; l < kv->n_layer && !bad; l++)
+        for (int a = 0; a < pcache_arrays(kv) && !bad; a++) {
+            bad = read_at(fd, buf, pcache_array_bytes(kv, a, reuse), off) != 0;
+            if (!bad) pcache_copy(kv, l, a, reuse, buf, 0);
+            off += (off_t)pcache_array_bytes(kv, a, n_file); // the file holds n_file positions of each
+        }
+    free(buf);
+    return bad ? -1 : 0;
 }
 
 // Loads into kv the rows of the longest prefix FILE shares with prompt[0..n), at most n - 1 of them (the
@@ -1598,12 +1630,13 @@ static uint64_t pcache_save(const PromptCache *pc, const KVCache *kv, const int 
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", pc->path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
     int bad = fd < 0 || write_all(fd, h, sizeof h) != 0 || write_all(fd, tokens, (size_t)n * sizeof(int)) != 0;
-    for (int l = 0; !bad && l < kv->n_layer; l++) {
-        char *ptr[4];
-        size_t bytes[4];
-        int arrays = pcache_arrays(kv, l, n, ptr, bytes);
-        for (int a = 0; a < arrays && !bad; a++) bad = write_all(fd, ptr[a], bytes[a]) != 0;
-    }
+    char *buf = xmalloc(pcache_array_bytes(kv, 0, n), "the prompt cache");
+    for (int l = 0; !bad && l < kv->n_layer; l++)
+        for (int a = 0; a < pcache_arrays(kv) && !bad; a++) {
+            pcache_copy(kv, l, a, n, buf, 1);
+            bad = write_all(fd, buf, pcache_array_bytes(kv, a, n)) != 0;
+        }
+    free(buf);
     if (fd >= 0 && close(fd) != 0) bad = 1;
     if (bad || rename(tmp, pc->path) != 0) {
         int e = errno;
@@ -2723,10 +2756,9 @@ static void weighted_sum(float *out, size_t ldo, const float *weights, size_t ld
 #undef WSUM_TYPES
 }
 
-// A head's slice of a cached row is hs numbers and the next row's starts C numbers later: at long contexts
-// a stride the hardware prefetchers miss, so attention waited on memory at a third of the bandwidth. The
-// score loop therefore asks for the keys (into L1: locality 3) and values (into L2, for weighted_sum():
-// locality 2) of the rows 8 ahead.
+// The score loop asks for the keys (into L1: locality 3) and values (into L2, for weighted_sum(): locality
+// 2) of the positions 8 ahead: a head's matrix is one sequential stream, but a short one, that the
+// hardware prefetchers pick up late.
 static inline void prefetch_slice(const Matrix *m, size_t first, int n, int locality) {
     size_t bytes = kv_number_bytes(m->type);
     const char *p = (const char *)m->data + first * bytes;
@@ -2745,10 +2777,10 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
     int C = kv->dim, hs = C / n_head, n_ctx = kv->n_ctx;
     int row_blocks = (T + ATT_ROWS - 1) / ATT_ROWS;
     float scale = 1.0f / sqrtf((float)hs);
-    const Matrix keys = kv_keys(kv, layer), values = kv_values(kv, layer); // read like weight rows, in their type
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < row_blocks * n_head; job++) {
         int t0 = job / n_head * ATT_ROWS, h = job % n_head;
+        const Matrix keys = kv_keys(kv, layer, h), values = kv_values(kv, layer, h); // read like weight rows
         int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
         float *scores = scores_all + (size_t)omp_get_thread_num() * ATT_ROWS * n_ctx;
         // scores[r][j] = q_r . k_j for every key the block's last row sees; an earlier row ignores the
@@ -2756,12 +2788,13 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
         int n_keys_max = pos + t0 + rows;
         for (int j = 0; j < n_keys_max; j += 4) {
             int nk = n_keys_max - j < 4 ? n_keys_max - j : 4;
-            for (int p = j + 8; p < j + 12 && p < n_keys_max; p++) { // see prefetch_slice()
-                prefetch_slice(&keys, (size_t)p * C + h * hs, hs, 3);
-                prefetch_slice(&values, (size_t)p * C + h * hs, hs, 2);
+            int ahead = n_keys_max - (j + 8) < 4 ? n_keys_max - (j + 8) : 4; // see prefetch_slice()
+            if (ahead > 0) {
+                prefetch_slice(&keys, (size_t)(j + 8) * hs, ahead * hs, 3);
+                prefetch_slice(&values, (size_t)(j + 8) * hs, ahead * hs, 2);
             }
             dot_block_any(scores + j, (size_t)n_ctx, qkv + (size_t)t0 * 3 * C + h * hs, (size_t)3 * C, &keys,
-                          (size_t)j * C + h * hs, (size_t)C, NULL, hs, 1, rows, nk);
+                          (size_t)j * hs, (size_t)hs, NULL, hs, 1, rows, nk);
         }
         for (int r = 0; r < rows; r++) {
             float *s = scores + (size_t)r * n_ctx;
@@ -2775,7 +2808,7 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
             float sum = sum_floats(s, n_keys);
             for (int j = 0; j < n_keys; j++) s[j] /= sum; // softmax: the attention weights
         }
-        weighted_sum(out + (size_t)t0 * C + h * hs, (size_t)C, scores, (size_t)n_ctx, &values, (size_t)h * hs, (size_t)C,
+        weighted_sum(out + (size_t)t0 * C + h * hs, (size_t)C, scores, (size_t)n_ctx, &values, 0, (size_t)hs,
                      pos + t0 + 1, hs, rows);
     }
 }

@@ -299,23 +299,25 @@ static double cache_number(const Matrix *m, size_t i) {
 
 // kv_cache_store keeps each row exactly as the type's rounding gives it: f32 as is, f16 as f32_to_f16
 // (tested above), int8 as quantize_q8's blocks (tested above).
+// Head h's numbers of row t are at t * hs of the head's own matrix.
 static int cache_holds_rounded(const KVCache *kv, const float *qkv, int T) {
-    int C = kv->dim, ok = 1;
+    int C = kv->dim, hs = kv->head_size, ok = 1;
     int8_t q[2 * Q8_BLOCK * 8];
     uint16_t d[16];
     for (int t = 0; t < T; t++)
-        for (int part = 1; part <= 2; part++) {
-            const float *x = qkv + (size_t)t * 3 * C + part * C;
-            Matrix m = part == 1 ? kv_keys(kv, 0) : kv_values(kv, 0);
-            for (int i = 0; i < C && kv->type != WEIGHT_Q8; i++)
-                ok &= kv->type == WEIGHT_F32 ? ((const float *)m.data)[t * C + i] == x[i]
-                                             : ((const uint16_t *)m.data)[t * C + i] == f32_to_f16(x[i]);
-            if (kv->type == WEIGHT_Q8 && C <= (int)sizeof q) {
-                quantize_q8(x, C, q, d);
-                ok &= memcmp(q, (const int8_t *)m.data + t * C, C) == 0 &&
-                      memcmp(d, m.scales + t * C / Q8_BLOCK, C / Q8_BLOCK * sizeof *d) == 0;
+        for (int part = 1; part <= 2; part++)
+            for (int h = 0; h < kv->n_head; h++) {
+                const float *x = qkv + (size_t)t * 3 * C + part * C + h * hs;
+                Matrix m = part == 1 ? kv_keys(kv, 0, h) : kv_values(kv, 0, h);
+                for (int i = 0; i < hs && kv->type != WEIGHT_Q8; i++)
+                    ok &= kv->type == WEIGHT_F32 ? ((const float *)m.data)[t * hs + i] == x[i]
+                                                 : ((const uint16_t *)m.data)[t * hs + i] == f32_to_f16(x[i]);
+                if (kv->type == WEIGHT_Q8 && hs <= (int)sizeof q) {
+                    quantize_q8(x, hs, q, d);
+                    ok &= memcmp(q, (const int8_t *)m.data + t * hs, hs) == 0 &&
+                          memcmp(d, m.scales + t * hs / Q8_BLOCK, hs / Q8_BLOCK * sizeof *d) == 0;
+                }
             }
-        }
     return ok;
 }
 
@@ -349,20 +351,20 @@ static void test_attention_shape(const Kernels *k, const char *name, int type, i
     if (k != &PLAIN_KERNELS)
         check(twin < 1e-6, "%s attention, %s cache, agrees with the plain attention() (head size %d, worst abs difference %.2e)",
               name, tn, hs, twin);
-    Matrix keys = kv_keys(&kv, 0), values = kv_values(&kv, 0);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < n_head; h++) {
+            Matrix keys = kv_keys(&kv, 0, h), values = kv_values(&kv, 0, h);
             double max = -1e300, sum = 0;
             for (int j = 0; j <= t; j++) {
                 s[j] = 0;
-                for (int i = 0; i < hs; i++) s[j] += (double)qkv[t * 3 * C + h * hs + i] * cache_number(&keys, (size_t)j * C + h * hs + i);
+                for (int i = 0; i < hs; i++) s[j] += (double)qkv[t * 3 * C + h * hs + i] * cache_number(&keys, (size_t)j * hs + i);
                 s[j] /= sqrt(hs);
                 if (s[j] > max) max = s[j];
             }
             for (int j = 0; j <= t; j++) sum += (s[j] = exp(s[j] - max));
             for (int i = 0; i < hs; i++) {
                 double ref = 0;
-                for (int j = 0; j <= t; j++) ref += s[j] / sum * cache_number(&values, (size_t)j * C + h * hs + i);
+                for (int j = 0; j <= t; j++) ref += s[j] / sum * cache_number(&values, (size_t)j * hs + i);
                 if (fabs(one[t * C + h * hs + i] - ref) > worst) worst = fabs(one[t * C + h * hs + i] - ref);
             }
         }
