@@ -441,12 +441,12 @@ static void quantize_q8(const float *x, int n, int8_t *q, uint16_t *scales) {
 //
 // f16 and int8 rows are the weight formats above, so the kernels read the cache the way they read
 // weights: a head's keys (or values) in a layer are a Matrix of n_ctx rows of hs numbers, converted to
-// float inside the attention loops; no float copy of the cache is ever made. kv_cache_store() rounds each new row once,
-// and a recomputed row (--no-cache) is rounded the same way, so cached and uncached runs stay
-// identical for every type. int8 uses quantize_q8's blocks of 32 along a head's row, so it needs a head size
-// that is a multiple of 32 (64 in every GPT-2); a block, not a whole head,
-// shares a scale, so one large number costs precision to 31 others rather than to 63 (README, "KV cache
-// types", has the measurement).
+// float inside the attention loops; no float copy of the cache is ever made. kv_cache_store() rounds
+// each new row once, and a recomputed row (--no-cache) is rounded the same way, so cached and uncached
+// runs stay identical for every type. int8 uses quantize_q8's blocks of 32 along a head's row, so it
+// needs a head size that is a multiple of 32 (64 in every GPT-2); a block, not a whole head, shares a
+// scale, so one large number costs precision to 31 others rather than to 63 (README, "KV cache types",
+// has the measurement).
 
 typedef struct {
     int n_layer, n_ctx, dim;       // dim = n_embd
@@ -1464,7 +1464,6 @@ static uint64_t model_fingerprint(const Model *m) {
 static uint64_t read_u64(const unsigned char *p) { return read_u32(p) | (uint64_t)read_u32(p + 4) << 32; }
 static void put_u32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> 8 * i); }
 
-// The file's arrays for layer l, in file order, as (pointer into the cache, bytes for n positions).
 // A layer's arrays in the file: keys, values, then (int8) their scales.
 static int pcache_arrays(const KVCache *kv) { return kv->type == WEIGHT_Q8 ? 4 : 2; }
 
@@ -2266,7 +2265,8 @@ int main(int argc, char **argv) {
 //     and every input vector 4 weights. This reuse is what makes a batched prefill compute-bound rather
 //     than memory-bound; in_register() keeps the block's vectors in registers.
 //   - matmul_streaming(): a decode step (T = 1) uses each weight once, so its speed is the speed of reading
-//     the weights: four long streams per thread, an order the hardware prefetchers follow.
+//     the weights: pieces of rows from a shared counter, each read as four long streams, an order the
+//     hardware prefetchers follow.
 //   - q8_group(): int8 weights times int8 inputs with VNNI's vpdpbusd, 64 multiply-adds per instruction
 //     against 16 for a float FMA; 16 weight rows are transposed so that each int32 lane is one output.
 //   - exp_fast(): an exp the compiler can vectorize, for GELU, the softmax and the sampler.
@@ -2834,7 +2834,7 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
 // Output never depends on the thread count: every kernel computes a row the same way whoever runs it.
 // thread_tuner_step() sees nothing but step times and CPU times, so the tests drive it with made-up ones.
 
-#define TUNER_GAIN 0.9      // a trial count is kept if its faster step took at most this fraction of the current
+#define TUNER_GAIN 0.9      // a trial count is kept if its faster step took at most this x the current's
 #define TUNER_TRIAL_STEPS 2 // steps a trial runs
 #define TUNER_LOST 0.4      // threads x a step's time - its CPU time above this x its time: they waited
 #define TUNER_FIRST_WAIT 32 // steps before retrying a direction that lost, doubled after each loss
@@ -2876,7 +2876,7 @@ static void tuner_judge_trial(ThreadTuner *t, double seconds) {
         if (down) {
             t->down_wait = t->down_backoff;
             t->down_backoff = doubled(t->down_backoff);
-        } else if (!down) {
+        } else {
             t->up_backoff = doubled(t->up_backoff);
             t->up_wait = t->up_backoff;
         }
@@ -2906,9 +2906,10 @@ static int thread_tuner_step(ThreadTuner *t, double seconds, double cpu) {
     t->up_wait -= t->up_wait > 0;
     if (t->n > 1 && t->starved_in_a_row >= 2 && t->down_wait == 0) t->trial = t->n - 1;
     else if (t->n < t->max && t->up_wait == 0) t->trial = t->n + 1;
+    if (!t->trial) return t->n;
     t->trial_left = TUNER_TRIAL_STEPS - 1;
     t->trial_best = INFINITY;
-    return t->trial ? t->trial : t->n;
+    return t->trial;
 }
 
 static ThreadTuner *thread_tuner_new(int max, int fixed) {
