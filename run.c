@@ -168,10 +168,11 @@ static int read_file(const char *path, char **out, size_t *len, char *err) {
 // ----------------------------------------------------------------------------
 // the model file: config and weights
 //
-// model.bin, version 2, little-endian (written by export_gpt2.py):
-//   bytes 0..255   header: char magic[4] = "GPT2"; uint32 version = 2; uint32 n_layer, n_head, n_embd,
+// model.bin, version 3, little-endian (written by export_gpt2.py):
+//   bytes 0..255   header: char magic[4] = "GPT2"; uint32 version = 3; uint32 n_layer, n_head, n_embd,
 //                  n_ctx, vocab_size; float32 layer_norm_epsilon; uint32 weight_type (0 f32, 1 f16, 2 int8);
-//                  zeros up to byte 256. (Version 1 is the same without weight_type: all f32.)
+//                  zeros up to byte 256. (Version 1 is the same without weight_type: all f32. Version 2
+//                  differs from 3 only in int8 matrices, which it stored row after row.)
 //   then the tensors, each starting at a multiple of 64 bytes (so SIMD loads from the mmap are aligned),
 //   zero bytes between them, no padding after the last:
 //     wte (V, C)   wpe (n_ctx, C)
@@ -183,14 +184,19 @@ static int read_file(const char *path, char **out, size_t *len, char *err) {
 //   The LM head is wte itself (GPT-2 ties them).
 //   The five matrices (wte and the four per layer, 99% of the bytes) are stored in weight_type; wpe,
 //   biases and LayerNorm stay float32: they are small, and added straight into the residual stream.
-//   An int8 matrix is two arrays, each 64-byte aligned: q (rows, cols) int8, then scales (rows, cols / 32)
-//   as IEEE half: weight = q * scale of its block of 32 along the row ("Q8_0").
+//   An int8 matrix is blocks of 32 weights along a row, each with one IEEE half scale: weight = q * scale
+//   ("Q8_0"). It is two arrays, each 64-byte aligned: q int8, then the scales, both with the rows in groups
+//   of Q8_ROWS = 16 (zero rows pad the last group): for group g and block b, 512 bytes hold 4 weights of
+//   each of the 16 rows, then the next 4, and so on, and 16 halves hold the 16 rows' scales. That is the
+//   order in which an integer dot-product instruction (AVX-512 VNNI) multiplies 16 rows at once, so the
+//   tuned kernel reads each group as one sequential stream; q8_index() is the layout as a formula.
 
 #define MODEL_MAGIC "GPT2"
-#define MODEL_VERSION 2
+#define MODEL_VERSION 3
 #define MODEL_HEADER_BYTES 256
 #define TENSOR_ALIGN 64
 #define Q8_BLOCK 32 // int8 weights share one scale per 32 consecutive weights of a row
+#define Q8_ROWS 16  // int8 weight rows interleaved in a group (one per int32 lane of a 512-bit vector)
 
 enum { WEIGHT_F32 = 0, WEIGHT_F16 = 1, WEIGHT_Q8 = 2 };
 static const char *const WEIGHT_TYPE_NAME[] = {"f32", "f16", "int8"};
@@ -209,7 +215,9 @@ typedef struct {
 typedef struct {
     int type;               // WEIGHT_F32, WEIGHT_F16 or WEIGHT_Q8
     const void *data;       // (rows, cols) float, IEEE half (uint16_t) or int8_t
-    const uint16_t *scales; // int8 only: (rows, cols / Q8_BLOCK) IEEE half
+    const uint16_t *scales; // int8 only: a half per block of Q8_BLOCK weights
+    int cols;               // int8 only: the row length, which the interleaved layout needs
+    int q8_rows;            // int8 only: rows interleaved per group, Q8_ROWS in model.bin, 1 (plain rows) in the KV cache
 } Matrix;
 
 typedef struct {
@@ -255,7 +263,8 @@ static const float *take_floats(const unsigned char *data, uint64_t *offset, uin
 
 static Matrix take_matrix(const unsigned char *data, uint64_t *offset, uint64_t rows, uint64_t cols, int type) {
     static const int bytes_per_weight[] = {4, 2, 1};
-    Matrix m = {type, take(data, offset, rows * cols * bytes_per_weight[type]), NULL};
+    if (type == WEIGHT_Q8) rows = (rows + Q8_ROWS - 1) / Q8_ROWS * Q8_ROWS; // whole groups
+    Matrix m = {type, take(data, offset, rows * cols * bytes_per_weight[type]), NULL, (int)cols, Q8_ROWS};
     if (type == WEIGHT_Q8) m.scales = take(data, offset, rows * (cols / Q8_BLOCK) * sizeof(uint16_t));
     return m;
 }
@@ -297,8 +306,8 @@ static int model_parse(Model *m, const unsigned char *data, size_t size, char *e
     if (memcmp(data, MODEL_MAGIC, 4) != 0)
         return fail(err, "not a model.bin (bad magic; expected \"GPT2\"); HINT: export one with: python3 export_gpt2.py gpt2 model.bin");
     uint32_t version = read_u32(data + 4);
-    if (version != 1 && version != MODEL_VERSION)
-        return fail(err, "unsupported model.bin version %u (this run reads versions 1 and %d); HINT: re-export with this checkout's export_gpt2.py", version, MODEL_VERSION);
+    if (version < 1 || version > MODEL_VERSION)
+        return fail(err, "unsupported model.bin version %u (this run reads versions 1 to %d); HINT: re-export with this checkout's export_gpt2.py", version, MODEL_VERSION);
     uint32_t f[5];
     for (int i = 0; i < 5; i++) f[i] = read_u32(data + 8 + 4 * i);
     float eps;
@@ -314,6 +323,8 @@ static int model_parse(Model *m, const unsigned char *data, size_t size, char *e
     if (f[4] < 1 || f[4] > 1 << 24) return fail(err, "bad model header: vocab_size = %u (expected 1..16777216)", f[4]);
     if (!(eps > 0.0f && eps < 1.0f)) return fail(err, "bad model header: layer_norm_epsilon = %g (expected 0 < eps < 1)", (double)eps);
     if (type > WEIGHT_Q8) return fail(err, "bad model header: weight type %u (expected 0 f32, 1 f16 or 2 int8)", type);
+    if (type == WEIGHT_Q8 && version == 2)
+        return fail(err, "this int8 model.bin is version 2, whose rows are not interleaved; HINT: re-export it with this checkout's export_gpt2.py --dtype int8");
     if (type == WEIGHT_Q8 && f[2] % Q8_BLOCK != 0)
         return fail(err, "bad model header: int8 weights need n_embd to be a multiple of %d, not %u", Q8_BLOCK, f[2]);
     for (int i = version == 1 ? 32 : 36; i < MODEL_HEADER_BYTES; i++)
@@ -387,11 +398,27 @@ static uint16_t f32_to_f16(float f) {
     return sign | (uint16_t)(((uint32_t)(e - 1 + 15) << 10) + (m - 1024)); // m = 2048 carries into the exponent
 }
 
-// Element i of a matrix stored row-major in any type, as a float.
+// Where int8 weight (row, col) is stored: in group row / G (G = q8_rows), block col / 32, the 4-weight
+// word (col % 32) / 4 of each of the group's G rows in turn. With G = 1 this is plain row-major order.
+static size_t q8_index(const Matrix *w, size_t row, size_t col) {
+    size_t G = (size_t)w->q8_rows, block = row / G * (w->cols / Q8_BLOCK) + col / Q8_BLOCK;
+    return block * G * Q8_BLOCK + col % Q8_BLOCK / 4 * 4 * G + row % G * 4 + col % 4;
+}
+
+// Where the scale of int8 weight (row, col) is stored: the G rows' scales of a block sit side by side.
+static size_t q8_scale_index(const Matrix *w, size_t row, size_t col) {
+    size_t G = (size_t)w->q8_rows;
+    return (row / G * (w->cols / Q8_BLOCK) + col / Q8_BLOCK) * G + row % G;
+}
+
+// Element i (row i / cols, column i % cols) of a matrix in any type, as a float.
 static float weight_at(const Matrix *w, size_t i) {
     switch (w->type) {
     case WEIGHT_F16: return f16_to_f32(((const uint16_t *)w->data)[i]);
-    case WEIGHT_Q8: return (float)((const int8_t *)w->data)[i] * f16_to_f32(w->scales[i / Q8_BLOCK]);
+    case WEIGHT_Q8: {
+        size_t row = i / (size_t)w->cols, col = i % (size_t)w->cols;
+        return (float)((const int8_t *)w->data)[q8_index(w, row, col)] * f16_to_f32(w->scales[q8_scale_index(w, row, col)]);
+    }
     default: return ((const float *)w->data)[i];
     }
 }
@@ -499,7 +526,7 @@ static size_t kv_first(const KVCache *kv, int layer, int head, int pos) {
 static Matrix kv_matrix(const KVCache *kv, const void *data, const uint16_t *scales, int layer, int head) {
     size_t first = kv_first(kv, layer, head, 0);
     return (Matrix){kv->type, (const char *)data + first * kv_number_bytes(kv->type),
-                    scales ? scales + first / Q8_BLOCK : NULL};
+                    scales ? scales + first / Q8_BLOCK : NULL, kv->head_size, 1};
 }
 static Matrix kv_keys(const KVCache *kv, int layer, int head) { return kv_matrix(kv, kv->k, kv->k_scales, layer, head); }
 static Matrix kv_values(const KVCache *kv, int layer, int head) { return kv_matrix(kv, kv->v, kv->v_scales, layer, head); }
@@ -576,13 +603,14 @@ static void quantize_input(const float *x, int n, int8_t *q, float *d) {
 // block, blocks in order. Exact integer sums let the tuned twin do 64 multiply-adds per instruction and
 // still match this loop bit for bit (any order of the integer adds gives the same total).
 static float dot_q8(const int8_t *xq, const float *xd, const Matrix *w, size_t row, int n) {
-    const int8_t *wq = (const int8_t *)w->data + row * n;
-    const uint16_t *ws = w->scales + row * (n / Q8_BLOCK);
+    size_t word_step = 4 * (size_t)w->q8_rows; // from one 4-weight word of a row's block to its next
     float sum = 0.0f;
     for (int b = 0; b < n / Q8_BLOCK; b++) {
+        const int8_t *q = (const int8_t *)w->data + q8_index(w, row, (size_t)b * Q8_BLOCK), *x = xq + b * Q8_BLOCK;
         int32_t isum = 0;
-        for (int i = b * Q8_BLOCK; i < (b + 1) * Q8_BLOCK; i++) isum += xq[i] * wq[i];
-        sum = fmaf((float)isum, xd[b] * f16_to_f32(ws[b]), sum);
+        for (int s = 0; s < Q8_BLOCK / 4; s++)
+            for (int j = 0; j < 4; j++) isum += x[4 * s + j] * q[s * word_step + j];
+        sum = fmaf((float)isum, xd[b] * f16_to_f32(w->scales[q8_scale_index(w, row, (size_t)b * Q8_BLOCK)]), sum);
     }
     return sum;
 }
@@ -2268,7 +2296,8 @@ int main(int argc, char **argv) {
 //     the weights: pieces of rows from a shared counter, each read as four long streams, an order the
 //     hardware prefetchers follow.
 //   - q8_group(): int8 weights times int8 inputs with VNNI's vpdpbusd, 64 multiply-adds per instruction
-//     against 16 for a float FMA; 16 weight rows are transposed so that each int32 lane is one output.
+//     against 16 for a float FMA; model.bin interleaves 16 weight rows so that each int32 lane is one
+//     output and a group of rows is one sequential stream.
 //   - exp_fast(): an exp the compiler can vectorize, for GELU, the softmax and the sampler.
 //   - attention_tuned(): a job of ATT_ROWS query rows shares every key and value it loads.
 // ============================================================================
@@ -2470,87 +2499,73 @@ static void matmul_streaming(float *out, const float *in, const Matrix *w, const
     }
 }
 
+// matmul_q8()'s twin for CPUs without AVX-512 VNNI: a group of Q8_ROWS rows at a time, like q8_group(),
+// in plain C that the compiler vectorizes (4 weights of each of the 16 rows are 64 consecutive bytes, and
+// the 16 rows' sums are 16 lanes), with dot_q8()'s arithmetic, so the results are the plain loops' bit for
+// bit. Compiled everywhere, so the tests check it on every machine.
+static void matmul_q8_portable(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in,
+                               int n_out) {
+    int nb = n_in / Q8_BLOCK, n_groups = (n_out + Q8_ROWS - 1) / Q8_ROWS;
+    int8_t *xq = xmalloc((size_t)T * n_in, "quantized input");
+    float *xd = xmalloc((size_t)T * nb * sizeof(float), "quantized input");
+    for (int t = 0; t < T; t++) quantize_input(in + (size_t)t * n_in, n_in, xq + (size_t)t * n_in, xd + (size_t)t * nb);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int g = 0; g < n_groups; g++)
+        for (int t = 0; t < T; t++) {
+            float acc[Q8_ROWS] = {0};
+            for (int b = 0; b < nb; b++) {
+                const int8_t *q = (const int8_t *)w->data + ((size_t)g * nb + b) * Q8_ROWS * Q8_BLOCK;
+                const int8_t *x = xq + (size_t)t * n_in + b * Q8_BLOCK;
+                const uint16_t *ws = w->scales + ((size_t)g * nb + b) * Q8_ROWS;
+                int32_t isum[Q8_ROWS] = {0};
+                for (int s = 0; s < Q8_BLOCK / 4; s++)
+                    for (int r = 0; r < Q8_ROWS; r++)
+                        for (int j = 0; j < 4; j++) isum[r] += x[4 * s + j] * q[(s * Q8_ROWS + r) * 4 + j];
+                for (int r = 0; r < Q8_ROWS; r++)
+                    acc[r] = fmaf((float)isum[r], xd[(size_t)t * nb + b] * f16_to_f32(ws[r]), acc[r]);
+            }
+            for (int r = 0; r < Q8_ROWS && g * Q8_ROWS + r < n_out; r++) {
+                int o = g * Q8_ROWS + r;
+                out[(size_t)t * n_out + o] = (bias ? bias[o] : 0.0f) + acc[r];
+            }
+        }
+    free(xq);
+    free(xd);
+}
+
 // matmul_q8()'s twin, for int8 weights: the same integer algorithm. Its integer sums are exact, and it
 // does the float steps (the scales' product, one fused multiply-add per block, blocks in order, then the
 // bias) exactly as dot_q8() does, so its output is bit-identical to the plain loops' whatever the T.
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__) // whatever VEC is: int32 lanes, not vecf
-#define Q8_ROWS 16   // weight rows per group: one per int32 lane
-#define Q8_TOKENS 64 // token rows that share a group's transposed weights
+#define Q8_TOKENS 64  // token rows that share a group's weights as they pass through registers
+#define Q8_AHEAD 2048 // bytes q8_group() prefetches ahead of the block it reads: 4 blocks
 
-// 16 rows of 8 four-byte words (row r at p + r * stride bytes), transposed: lane r of out[s] is word s of
-// row r. Three rounds of shuffles (4-, 8- and 16-byte granularity) on pairs of rows loaded side by side.
-static inline void transpose_16x8(const char *p, size_t stride, __m512i out[8]) {
-    __m512i z[8], t[8], u[8];
-    for (int i = 0; i < 8; i++) { // z[i] = rows i and i + 4 (i < 4), rows i + 4 and i + 8 (i >= 4)
-        const char *row = p + (size_t)(i < 4 ? i : i + 4) * stride;
-        z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)row)),
-                                  _mm256_loadu_si256((const __m256i *)(row + 4 * stride)), 1);
-    }
-    for (int i = 0; i < 8; i += 2) { // an 8 x 8 transpose in each 256-bit half
-        t[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int s = 0; s < 4; s++) { // then the halves' 128-bit quarters in row order 0-3, 4-7, 8-11, 12-15
-        out[s] = _mm512_shuffle_i32x4(u[s], u[s + 4], 0x88);
-        out[s + 4] = _mm512_shuffle_i32x4(u[s], u[s + 4], 0xDD);
-    }
-}
-
-// The scales of weight rows o0 .. o0 + 15 as floats, transposed like the weights: the result's
-// [b * 16 + r] is row r's scale of block b. scratch: 2 x 16 x nb rounded up to 8 floats.
-static const float *q8_group_scales(const Matrix *w, int o0, int nb, float *scratch) {
-    int nbp = (nb + 7) / 8 * 8;
-    float *wrow = scratch, *wcol = scratch + Q8_ROWS * nbp;
-    for (int r = 0; r < Q8_ROWS; r++)
-        for (int b = 0; b < nbp; b += 16) {
-            __mmask16 m = (__mmask16)(nb - b >= 16 ? 0xFFFF : (1u << (nb - b)) - 1); // zeros past nb
-            __m256i h = _mm256_maskz_loadu_epi16(m, w->scales + (size_t)(o0 + r) * nb + b);
-            _mm512_mask_storeu_ps(wrow + r * nbp + b, (__mmask16)(nbp - b >= 16 ? 0xFFFF : 0xFF), _mm512_cvtph_ps(h));
-        }
-    for (int b = 0; b < nbp; b += 8) {
-        __m512i v[8];
-        transpose_16x8((const char *)(wrow + b), (size_t)nbp * sizeof(float), v);
-        for (int s = 0; s < 8; s++) _mm512_storeu_si512(wcol + (b + s) * Q8_ROWS, v[s]);
-    }
-    return wcol;
-}
-
-// Group g of 16 weight rows, for token rows t0 .. t1 - 1. When n_out is not a multiple of 16 the last
-// group ends at n_out and overlaps the one before it; it stores only its new rows. xq, xd: the quantized
-// inputs; xsum: -128 x each input block's sum; wscale: scratch for the group's weight scales.
+// Group g of Q8_ROWS weight rows (rows 16g .. 16g + 15), for token rows t0 .. t1 - 1. model.bin stores a
+// group's blocks one after another, each already in the order vpdpbusd wants (see the model file's
+// layout), so the group is one sequential stream of 16 x n_in bytes that the hardware prefetchers follow.
+// Rows past n_out (the padding of a last group) are computed and not stored. xq, xd: the quantized
+// inputs; xsum: -128 x each input block's sum.
 static void q8_group(float *out, const int8_t *xq, const float *xd, const int32_t *xsum, const Matrix *w,
-                     const float *bias, int t0, int t1, int n_in, int n_out, int g, float *wscale) {
-    int nb = n_in / Q8_BLOCK;
-    int o0 = g * Q8_ROWS + Q8_ROWS <= n_out ? g * Q8_ROWS : n_out - Q8_ROWS, first = g * Q8_ROWS - o0;
-    const int8_t *rows = (const int8_t *)w->data + (size_t)o0 * n_in;
-    const float *wcol = q8_group_scales(w, o0, nb, wscale);
-    // The group's 16 rows are read side by side, 16 short streams that the hardware prefetchers do not
-    // follow; so a decode step prefetches, with each block, 512 bytes of the next group (16 x n_in bytes)
-    // into L2. (Into L1 it was much slower: the prefetches then compete with the loads for L1's handful
-    // of outstanding misses.)
-    const char *next = o0 + 2 * Q8_ROWS <= n_out && t1 - t0 <= 4 ? (const char *)(rows + (size_t)Q8_ROWS * n_in) : NULL;
-    if (next) // and the next group's scales, which are read at its start
-        for (size_t line = 0; line < (size_t)Q8_ROWS * nb * 2; line += 64)
-            _mm_prefetch((const char *)(w->scales + (size_t)(o0 + Q8_ROWS) * nb) + line, _MM_HINT_T1);
+                     const float *bias, int t0, int t1, int n_in, int n_out, int g) {
+    int nb = n_in / Q8_BLOCK, o0 = g * Q8_ROWS;
+    const int8_t *blocks = (const int8_t *)w->data + (size_t)o0 * n_in;
+    const uint16_t *scales = w->scales + (size_t)o0 * nb;
+    // The hardware prefetchers follow the stream, but not far enough ahead to keep DRAM busy for one
+    // thread: each block also asks for the bytes Q8_AHEAD further on, into L2. (Beyond the matrix's end
+    // a prefetch simply fetches unrelated bytes; it never faults.)
+    const char *ahead = (const char *)blocks + Q8_AHEAD;
     __m512 acc[Q8_TOKENS];
     for (int t = t0; t < t1; t++) acc[t - t0] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        if (next)
-            for (int line = 0; line < 512; line += 64) _mm_prefetch(next + (size_t)b * 512 + line, _MM_HINT_T1);
-        // Block b of the 16 rows, transposed: lane r of wt[s] holds weights 4s..4s+3 of row r. One vpdpbusd
-        // then multiplies 4 weights of each of 16 rows by the same 4 inputs (broadcast) and adds them into
-        // that row's lane: no horizontal sums, and the 16 lanes are 16 consecutive outputs. vpdpbusd wants
-        // one operand unsigned, so the weights get +128 (xor 0x80) and xsum takes 128 x the inputs' sum off.
+        // Lane r of wt[s] holds weights 4s..4s+3 of row r. One vpdpbusd multiplies 4 weights of each of 16
+        // rows by the same 4 inputs (broadcast) and adds them into that row's lane: no horizontal sums, and
+        // the 16 lanes are 16 consecutive outputs. vpdpbusd wants one operand unsigned, so the weights get
+        // +128 (xor 0x80) and xsum takes 128 x the inputs' sum off.
         __m512i wt[8];
-        transpose_16x8((const char *)(rows + b * Q8_BLOCK), (size_t)n_in, wt);
-        for (int s = 0; s < 8; s++) wt[s] = _mm512_xor_si512(wt[s], _mm512_set1_epi8((char)0x80));
-        __m512 ws = _mm512_loadu_ps(wcol + b * Q8_ROWS);
+        for (int line = 0; line < 512; line += 64) _mm_prefetch(ahead + (size_t)b * 512 + line, _MM_HINT_T1);
+        for (int s = 0; s < 8; s++)
+            wt[s] = _mm512_xor_si512(_mm512_loadu_si512(blocks + ((size_t)b * 8 + s) * 64), _mm512_set1_epi8((char)0x80));
+        __m512 ws = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(scales + (size_t)b * Q8_ROWS)));
         for (int t = t0; t < t1; t++) {
             const int8_t *x = xq + (size_t)t * n_in + b * Q8_BLOCK;
             // Four independent sums, so a decode step is not one long chain of vpdpbusd latencies
@@ -2567,25 +2582,20 @@ static void q8_group(float *out, const int8_t *xq, const float *xd, const int32_
             acc[t - t0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[t - t0]);
         }
     }
-    __mmask16 keep = (__mmask16)(0xFFFFu << first);
-    __m512 b16 = bias ? _mm512_loadu_ps(bias + o0) : _mm512_setzero_ps();
+    __mmask16 keep = (__mmask16)(n_out - o0 >= Q8_ROWS ? 0xFFFF : (1u << (n_out - o0)) - 1);
+    __m512 b16 = bias ? _mm512_maskz_loadu_ps(keep, bias + o0) : _mm512_setzero_ps();
     for (int t = t0; t < t1; t++)
         _mm512_mask_storeu_ps(out + (size_t)t * n_out + o0, keep, _mm512_add_ps(b16, acc[t - t0]));
 }
 
 static void matmul_q8_tuned(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in,
                             int n_out) {
-    if (n_out < Q8_ROWS) { // too few rows for one group (tiny test models)
-        matmul_q8(out, in, w, bias, T, n_in, n_out);
-        return;
-    }
-    int nb = n_in / Q8_BLOCK, n_groups = (n_out + Q8_ROWS - 1) / Q8_ROWS;
+    int nb = n_in / Q8_BLOCK, n_groups = (n_out + Q8_ROWS - 1) / Q8_ROWS, next = 0;
     int8_t *xq = xmalloc((size_t)T * n_in, "quantized input");
     float *xd = xmalloc((size_t)T * nb * sizeof(float), "quantized input");
     int32_t *xsum = xmalloc((size_t)T * nb * sizeof(int32_t), "quantized input");
 #pragma omp parallel
     {
-        float *wscale = xmalloc((size_t)(nb + 7) / 8 * 8 * 2 * Q8_ROWS * sizeof(float), "weight scales");
 #pragma omp for schedule(static)
         for (int i = 0; i < T * nb; i++) { // block i of the T x n_in inputs: both threads work even when T = 1
             int8_t *q = xq + (size_t)i * Q8_BLOCK;
@@ -2594,30 +2604,27 @@ static void matmul_q8_tuned(float *out, const float *in, const Matrix *w, const 
             for (int j = 0; j < Q8_BLOCK; j++) sum += q[j];
             xsum[i] = -128 * sum;
         }
-        // Decode: contiguous shares of the rows (long streams); prefill: dynamic, for a thread slowed by
-        // another program.
+        // Decode: pieces of consecutive groups (long streams), smaller towards the end, as in
+        // matmul_streaming(); prefill: dynamic, for a thread slowed by another program.
         if (T <= 4) {
-#pragma omp for schedule(static)
-            for (int g = 0; g < n_groups; g++)
-                q8_group(out, xq, xd, xsum, w, bias, 0, T, n_in, n_out, g, wscale);
+            for (int g0, n; (n = take_piece(&next, n_groups, 1, &g0)) > 0;)
+                for (int g = g0; g < g0 + n; g++) q8_group(out, xq, xd, xsum, w, bias, 0, T, n_in, n_out, g);
         } else {
 #pragma omp for schedule(dynamic) collapse(2)
             for (int t0 = 0; t0 < T; t0 += Q8_TOKENS)
                 for (int g = 0; g < n_groups; g++)
-                    q8_group(out, xq, xd, xsum, w, bias, t0, t0 + Q8_TOKENS < T ? t0 + Q8_TOKENS : T, n_in, n_out, g,
-                             wscale);
+                    q8_group(out, xq, xd, xsum, w, bias, t0, t0 + Q8_TOKENS < T ? t0 + Q8_TOKENS : T, n_in, n_out, g);
         }
-        free(wscale);
     }
     free(xq);
     free(xd);
     free(xsum);
 }
 #else
-// Without AVX-512 VNNI, the plain loops: exact integer sums vectorize well enough as written.
+// Without AVX-512 VNNI: the portable twin.
 static void matmul_q8_tuned(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in,
                             int n_out) {
-    matmul_q8(out, in, w, bias, T, n_in, n_out);
+    matmul_q8_portable(out, in, w, bias, T, n_in, n_out);
 }
 #endif
 

@@ -63,6 +63,12 @@ def read_text(path):
         return f.read()
 
 
+def model_version():
+    """The model.bin version this checkout's run.c writes and reads (MODEL_VERSION)."""
+    with open(os.path.join(ROOT, "run.c")) as f:
+        return int(re.search(r"^#define MODEL_VERSION (\d+)", f.read(), re.M).group(1))
+
+
 def read_config(path):
     with open(path, "rb") as f:
         h = f.read(36)

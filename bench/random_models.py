@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-from common import ROOT, BenchError, log, numpy_python, rel
+from common import ROOT, BenchError, log, model_version, numpy_python, read_config, rel
 
 GPT2_124M = ("gpt2-124M-random", ["--gpt2-124m"])
 # Few layers with large weights: attention concentrates on few positions (peaked softmax), which
@@ -44,10 +44,12 @@ def checkpoint(out_dir, model):
 
 
 def exported(out_dir, model, dtype):
-    """bench/out/NAME-DTYPE.bin exported from the checkpoint, remade when the checkpoint is newer."""
+    """bench/out/NAME-DTYPE.bin exported from the checkpoint, remade when the checkpoint is newer or the
+    file is not the model.bin version this checkout writes."""
     hf = checkpoint(out_dir, model)
     path = os.path.join(out_dir, f"{model[0]}-{dtype}.bin")
-    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(hf):
+    if (os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(hf)
+            and read_config(path)["version"] == model_version()):
         return path
     _run([sys.executable, "export_gpt2.py", hf, path, "--dtype", dtype], out_dir, f"the {dtype} export")  # atomic itself
     return path

@@ -45,9 +45,11 @@ def decode_bytes(cfg, prompt_len, n):
     """Bytes one decode step reads, averaged over n steps after a prompt_len-token prompt: every weight
     matrix (12 C^2 per layer) and wte as the LM head, in the model's weight type; one wte row; biases,
     LayerNorms and one wpe row (float32); plus the K and V rows attention reads (a step at position p
-    reads p + 1 of them). Returns both parts."""
+    reads p + 1 of them; int8 also reads the zero rows that pad wte to a multiple of 16). Returns both
+    parts."""
     L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
-    weights = WEIGHT_TYPES[cfg["weight_type"]][1] * (L * 12 * C * C + V * C + C) + 4 * (L * 13 * C + 2 * C + C)
+    rows = -(-V // 16) * 16 if cfg["weight_type"] == 2 else V  # int8 stores wte's rows in whole groups of 16
+    weights = WEIGHT_TYPES[cfg["weight_type"]][1] * (L * 12 * C * C + rows * C + C) + 4 * (L * 13 * C + 2 * C + C)
     return weights, 2 * L * C * 4 * (prompt_len + (n + 1) / 2)
 
 

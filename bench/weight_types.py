@@ -8,9 +8,11 @@ three files hold the same weights. Decode runs DECODE_ROUNDS rounds, the types i
 int8, f32, ...) and ratios and fractions taken as medians over the rounds; prefill takes the best of
 --repeats, like the core.
 
-int8 has two legitimate designs, and both are timed on the same int8 file: this run.c quantizes the
+int8 has two legitimate designs, and both are timed on the same int8 weights: this run.c quantizes the
 inputs too and multiplies in integers (VNNI); the run.c of commit DEQUANT_COMMIT, built here from git
 history with the same flags, widens the int8 weights to floats in registers and multiplies float inputs.
+That run.c reads int8 files of model.bin version 2 (rows one after another), so it gets the same weights
+rewritten in that layout (version2_int8).
 """
 import os
 import shlex
@@ -46,12 +48,53 @@ def dequant_engine(engine, out_dir):
     return e
 
 
+def version2_int8(path):
+    """The int8 model.bin at path (version 3: rows interleaved in groups of 16, zero rows padding the last)
+    rewritten as version 2 (rows one after another), the only int8 layout DEQUANT_COMMIT's run.c reads.
+    Returns the new file's path, or None without numpy."""
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    cfg = read_config(path)
+    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
+    src = np.fromfile(path, np.uint8)
+    out, pos = bytearray(src[:256].tobytes()), 256
+    out[4:8] = (2).to_bytes(4, "little")
+
+    def copy(nbytes, convert=lambda a: a):  # the next array of the source, 64-byte aligned in both files
+        nonlocal pos
+        pos += -pos % 64
+        out.extend(bytes(-len(out) % 64))
+        out.extend(convert(src[pos:pos + nbytes]).tobytes())
+        pos += nbytes
+
+    def matrix(rows, cols):
+        padded, nb = -(-rows // 16) * 16, cols // 32
+        copy(padded * cols, lambda q: q.reshape(-1, nb, 8, 16, 4).transpose(0, 3, 1, 2, 4).reshape(padded, cols)[:rows])
+        copy(padded * nb * 2, lambda d: d.view("<u2").reshape(-1, nb, 16).transpose(0, 2, 1).reshape(padded, nb)[:rows])
+
+    matrix(V, C)
+    copy(cfg["n_ctx"] * C * 4)
+    for _ in range(L):  # ln_1 w, b; c_attn w, b; attn c_proj w, b; ln_2 w, b; c_fc w, b; mlp c_proj w, b
+        for n in (C, C, (3 * C, C), 3 * C, (C, C), C, C, C, (4 * C, C), 4 * C, (C, 4 * C), C):
+            matrix(*n) if isinstance(n, tuple) else copy(4 * n)
+    copy(4 * C)
+    copy(4 * C)
+    assert pos == len(src), (pos, len(src))
+    v2 = path[:-len(".bin")] + "-version2.bin"
+    with open(v2, "wb") as f:
+        f.write(out)
+    return v2
+
+
 def measure(engine, machine, out_dir, args, prompt, long_prompt):
     files = {t: random_models.exported(out_dir, random_models.GPT2_124M, t) for t in TYPES}
     engines = {t: engine.for_model(f) for t, f in files.items()}
     other = dequant_engine(engine, out_dir)
-    if other:
-        engines[DEQUANT] = other.for_model(files["int8"])
+    v2 = version2_int8(files["int8"]) if other else None
+    if v2:
+        engines[DEQUANT] = other.for_model(v2)
     for t, e in engines.items():
         e.run(f"{t}-warmup", prompt, 8, timings=False)  # pages the weights in
     runs = {(t, kind): [] for t in engines for kind in ("decode", "prefill")}

@@ -6,7 +6,7 @@ export_gpt2.py or run.c: it has its own safetensors reader and works on the HF l
 (Conv1D weights [in, out], used as x @ W).
 
     params = load(dir)
-    params = load_bin(model.bin) the same structure from an exported model.bin (version 1 or 2), f16
+    params = load_bin(model.bin) the same structure from an exported model.bin (version 1 to 3), f16
                                  and int8 weights dequantized: the weights ./run computes with, so
                                  its f16 and int8 output can be held to the forward pass below
     logits(params, ids)          -> [T, V] float64, row t = distribution of token t+1
@@ -90,7 +90,7 @@ def load_bin(path):
         buf = f.read()
     assert buf[:4] == b"GPT2", "not a model.bin"
     version, L, H, C, P, V = (int(x) for x in np.frombuffer(buf, "<u4", 6, 4))
-    assert version in (1, 2), version
+    assert version in (1, 2, 3), version
     weight_type = ("f32", "f16", "int8")[0 if version == 1 else int(np.frombuffer(buf, "<u4", 1, 32)[0])]
     pos = 256
 
@@ -105,9 +105,12 @@ def load_bin(path):
         return take("<f4", math.prod(shape)).astype(np.float64).reshape(shape)
 
     def matrix(rows, cols):  # stored (out, in) = (rows, cols)
-        if weight_type == "int8":
-            q = take("i1", rows * cols).reshape(-1, 32).astype(np.float64)
-            m = q * take("<f2", rows * cols // 32).astype(np.float64)[:, None]
+        if weight_type == "int8":  # version 3: groups of 16 rows (zero rows pad the last), interleaved
+            assert version == 3, "a version 2 int8 file: re-export it"
+            padded, nb = -(-rows // 16) * 16, cols // 32
+            q = take("i1", padded * cols).reshape(-1, nb, 8, 16, 4).transpose(0, 3, 1, 2, 4).reshape(padded, cols)
+            d = take("<f2", padded * nb).reshape(-1, nb, 16).transpose(0, 2, 1).reshape(padded, nb)
+            m = (q.reshape(padded, nb, 32).astype(np.float64) * d.astype(np.float64)[:, :, None])[:rows]
         else:
             m = take("<f4" if weight_type == "f32" else "<f2", rows * cols)
         return m.astype(np.float64).reshape(rows, cols)

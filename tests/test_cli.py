@@ -165,13 +165,19 @@ def cases(tmp, have_tok):
     check_error("model: 64 extra bytes", [put("extra64.bin", good + bytes(64))] + ids_ok, [("does not match", "size")])
     check_error("model: wrong magic", [put("magic.bin", b"GGUF" + good[4:])] + ids_ok, ["magic"])
     check_error("model: tokenizer.bin given as the model", [TOK] + ids_ok, ["magic"])
-    check_error("model: version 3", [put("v3.bin", good[:4] + struct.pack("<I", 3) + good[8:])] + ids_ok, ["version"])
+    check_error("model: version 4", [put("v4.bin", good[:4] + struct.pack("<I", 4) + good[8:])] + ids_ok, ["version"])
     check_error("model: version 0", [put("v0.bin", good[:4] + struct.pack("<I", 0) + good[8:])] + ids_ok, ["version"])
-    # A version 1 file is a version 2 f32 file without the weight-type field: it still loads, as f32.
-    v2, v1 = run([tiny] + ids_ok), run([put("v1.bin", good[:4] + struct.pack("<I", 1) + good[8:])] + ids_ok)
-    report("model: a version 1 (f32) file loads and gives the same ids as version 2",
-           "" if v1 and v2 and v1.returncode == 0 and v1.stdout == v2.stdout and good[32:36] == bytes(4)
-           else "exit %s, stdout %s vs %s" % (v1 and v1.returncode, v1 and short(v1.stdout), v2 and short(v2.stdout)))
+    # A version 1 file is a version 3 f32 file without the weight-type field, and version 2 differs from 3
+    # only in how int8 rows are stored: both still load (a version 2 int8 file is refused below).
+    v3 = run([tiny] + ids_ok)
+    for old in (1, 2):
+        v = run([put(f"v{old}.bin", good[:4] + struct.pack("<I", old) + good[8:])] + ids_ok)
+        report(f"model: a version {old} (f32) file loads and gives the same ids as version 3",
+               "" if v and v3 and v.returncode == 0 and v.stdout == v3.stdout and good[32:36] == bytes(4)
+               else "exit %s, stdout %s vs %s" % (v and v.returncode, v and short(v.stdout), v3 and short(v3.stdout)))
+    good8 = open(exported_model(tmp, "int8", layers=1, heads=2, embd=32, ctx=16, vocab=64), "rb").read()
+    check_error("model: a version 2 int8 file (rows not interleaved), with how to re-export",
+                [put("v2q8.bin", good8[:4] + struct.pack("<I", 2) + good8[8:])] + ids_ok, ["version 2", "re-export", "--dtype int8"])
 
     def with_header(name, **fields):
         """The tiny model with some header fields set to other values (uint32, or float32 for eps)."""

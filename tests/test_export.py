@@ -69,8 +69,10 @@ def layout(L, C, P, V, weights="f32"):
             parts = [("<f4", n)]
         elif weights == "f16":
             parts = [("<f2", n)]
-        else:
-            parts = [("i1", n), ("<f2", n // 32)]  # q, then one scale per block of 32
+        else:  # q, then one scale per block of 32, the rows padded to whole groups of 16
+            rows, cols = stored_shape(kind, shape)
+            padded = -(-rows // 16) * 16 * cols
+            parts = [("i1", padded), ("<f2", padded // 32)]
         places[name] = []
         for dt, count in parts:
             pos += -pos % 64
@@ -90,13 +92,31 @@ def q8_0(m):
     return np.clip(q, -127, 127).astype(np.int8).reshape(-1), d
 
 
+def interleave(q, d, cols):
+    """Row-major Q8_0 (q, d) -> the file's order: rows padded with zeros to groups of 16, then
+    q[group][block][word of 4][row in group][4] and d[group][block][row in group]."""
+    nb = cols // 32
+    rows = len(q) // cols
+    pad = -rows % 16
+    q = np.concatenate([q, np.zeros(pad * cols, np.int8)]).reshape(-1, 16, nb, 8, 4)
+    d = np.concatenate([d, np.zeros(pad * nb, np.float16)]).reshape(-1, 16, nb)
+    return q.transpose(0, 2, 3, 1, 4).reshape(-1), d.transpose(0, 2, 1).reshape(-1)
+
+
+def rows_of(q, d, cols):
+    """interleave()'s inverse, padding rows included: ((rows, cols) int8, (rows, cols / 32) float16)."""
+    nb = cols // 32
+    q = np.asarray(q).reshape(-1, nb, 8, 16, 4).transpose(0, 3, 1, 2, 4).reshape(-1, cols)
+    return q, np.asarray(d).reshape(-1, nb, 16).transpose(0, 2, 1).reshape(-1, nb)
+
+
 def stored_arrays(a, kind, weights):
     """The arrays a tensor (already in its stored orientation) becomes."""
     if kind == "vector" or weights == "f32":
         return [np.asarray(a, dtype=np.float32)]
     if weights == "f16":
         return [np.asarray(a, dtype=np.float32).astype(np.float16)]
-    return list(q8_0(a))
+    return list(interleave(*q8_0(a), np.shape(a)[1]))
 
 
 def expected_bin(w, L, H, C, P, V, eps, weights="f32"):
@@ -104,7 +124,7 @@ def expected_bin(w, L, H, C, P, V, eps, weights="f32"):
     places, size = layout(L, C, P, V, weights)
     out = bytearray(size)
     out[0:4] = b"GPT2"
-    out[4:28] = np.array([2, L, H, C, P, V], dtype="<u4").tobytes()
+    out[4:28] = np.array([3, L, H, C, P, V], dtype="<u4").tobytes()
     out[28:32] = np.array([eps], dtype="<f4").tobytes()
     out[32:36] = np.array([WEIGHT_TYPE[weights]], dtype="<u4").tobytes()
     for name, kind, _ in file_order(L, C, P, V):
@@ -121,12 +141,11 @@ def dequantized(w, L, C, P, V, weights):
     out = {}
     for name, kind, shape in file_order(L, C, P, V):
         a = w[name].T if kind == "conv1d" else w[name]
-        arrays = stored_arrays(a, kind, weights)
-        if len(arrays) == 2:  # int8: q * d per block
-            q, d = arrays
+        if kind != "vector" and weights == "int8":  # q * d per block
+            q, d = q8_0(a)
             m = (q.reshape(-1, 32).astype(np.float64) * d.astype(np.float64)[:, None])
         else:
-            m = arrays[0].astype(np.float64)
+            m = stored_arrays(a, kind, weights)[0].astype(np.float64)
         m = m.reshape(stored_shape(kind, shape))
         out[name] = m.T if kind == "conv1d" else m
     return out
@@ -207,7 +226,7 @@ def layout_checks(tmp):
         return
     b = open(out, "rb").read()
     magic, ver, l, h, c, p, v, eps, wt = struct.unpack_from("<4s6IfI", b, 0)
-    check("layout: header magic/version/dims", (magic, ver, l, h, c, p, v) == (b"GPT2", 2, L, H, C, P, V),
+    check("layout: header magic/version/dims", (magic, ver, l, h, c, p, v) == (b"GPT2", 3, L, H, C, P, V),
           str((magic, ver, l, h, c, p, v)))
     check("layout: header eps is float32(3e-5)", eps == float(np.float32(3e-5)), repr(eps))
     check("layout: weight_type 0 (f32) without --dtype", wt == 0, str(wt))
@@ -309,8 +328,8 @@ def edge_cases(tmp):
     if got is not None:
         places, _ = layout(*dims[:1], *dims[2:], "int8")
         (q_off, _, n), (d_off, _, nd) = places["h.0.mlp.c_fc.weight"]
-        q = np.frombuffer(got, "i1", n, q_off).reshape(-1, 32)
-        d = np.frombuffer(got, "<f2", nd, d_off)
+        q, d = rows_of(np.frombuffer(got, "i1", n, q_off), np.frombuffer(got, "<f2", nd, d_off), 64)
+        q, d = q.reshape(-1, 32), d.reshape(-1)  # block by block, rows one after another
         per_row = 64 // 32
         for label, block in (("zero", 0), ("tiny", 1), ("ties", per_row)):
             check(f"edge blocks int8: the {label} block is q={want[label][0][:7]}..., d={want[label][1]:g}",

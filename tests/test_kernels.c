@@ -39,7 +39,7 @@ static double half_value(uint16_t h) {
 static Matrix random_matrix(int type, int rows, int cols, double **values) {
     size_t n = (size_t)rows * cols;
     *values = xmalloc(n * sizeof(double), "test");
-    Matrix m = {type, NULL, NULL};
+    Matrix m = {type, NULL, NULL, cols, Q8_ROWS};
     if (type == WEIGHT_F32) {
         float *w = random_floats(n);
         for (size_t i = 0; i < n; i++) (*values)[i] = w[i];
@@ -48,14 +48,27 @@ static Matrix random_matrix(int type, int rows, int cols, double **values) {
         uint16_t *h = xmalloc(n * sizeof *h, "test");
         for (size_t i = 0; i < n; i++) (*values)[i] = half_value(h[i] = f32_to_f16(frand()));
         m.data = h;
-    } else { // any int8 values and any positive half scales: the kernels only read the stored form
-        int8_t *q = xmalloc(n, "test");
-        uint16_t *d = xmalloc(n / Q8_BLOCK * sizeof *d, "test");
-        for (size_t b = 0; b < n / Q8_BLOCK; b++) d[b] = (uint16_t)(0x1C00 + (rng >> 33) % 0x1000); // 2^-8 .. 2^-4
-        for (size_t i = 0; i < n; i++) {
-            q[i] = (int8_t)(frand() * 127.0f);
-            (*values)[i] = q[i] * half_value(d[i / Q8_BLOCK]);
-        }
+    } else { // any int8 values and any positive half scales: the kernels only read the stored form, which
+             // is model.bin's: groups of Q8_ROWS rows (zero rows pad the last), block after block, and in a
+             // block 4 weights of each of the group's rows in turn (laid out here by walking that order)
+        int nb = cols / Q8_BLOCK, padded = (rows + Q8_ROWS - 1) / Q8_ROWS * Q8_ROWS;
+        int8_t *q = calloc((size_t)padded * cols, 1);
+        uint16_t *d = calloc((size_t)padded * nb, sizeof *d);
+        if (!q || !d) die("out of memory");
+        size_t at = 0;
+        for (int g = 0; g < padded / Q8_ROWS; g++)
+            for (int b = 0; b < nb; b++) {
+                for (int r = 0; r < Q8_ROWS; r++)
+                    if (g * Q8_ROWS + r < rows) d[(size_t)(g * nb + b) * Q8_ROWS + r] = (uint16_t)(0x1C00 + (rng >> 33) % 0x1000); // 2^-8 .. 2^-4
+                for (int s = 0; s < Q8_BLOCK / 4; s++)
+                    for (int r = 0; r < Q8_ROWS; r++)
+                        for (int j = 0; j < 4; j++, at++) {
+                            int row = g * Q8_ROWS + r, col = b * Q8_BLOCK + 4 * s + j;
+                            if (row >= rows) continue;
+                            q[at] = (int8_t)(frand() * 127.0f);
+                            (*values)[(size_t)row * cols + col] = q[at] * half_value(d[(size_t)(g * nb + b) * Q8_ROWS + r]);
+                        }
+            }
         m.data = q;
         m.scales = d;
     }
@@ -81,26 +94,24 @@ static double float_reference(const float *x, const double *wv, float bias, int 
 
 // int8 weights: the input row is quantized too (quantize_q8's blocks of 32, tested in test_weight_types),
 // and out = bias + sum over blocks of isum_b x xd_b x dw_b, isum_b the block's exact integer dot product.
-// Computed here in double from the stored values; *mag = |bias| + sum |isum_b x xd_b x dw_b|, the scale
-// of the kernels' float rounding (one product of the two scales and one fused multiply-add per block).
-static double q8_reference(const int8_t *xq, const uint16_t *xd, const Matrix *w, int o, float bias, int n_in,
-                           double *mag) {
-    const int8_t *wq = (const int8_t *)w->data + (size_t)o * n_in;
-    const uint16_t *dw = w->scales + (size_t)o * (n_in / Q8_BLOCK);
+// Computed here in double from the weights' values (wv: row o's, each q x dw_b exactly, so a block's sum
+// of xq x wv is isum_b x dw_b exactly); *mag = |bias| + sum |isum_b x xd_b x dw_b|, the scale of the
+// kernels' float rounding (one product of the two scales and one fused multiply-add per block).
+static double q8_reference(const int8_t *xq, const uint16_t *xd, const double *wv, float bias, int n_in, double *mag) {
     double ref = bias;
     *mag = fabs(bias);
     for (int b = 0; b < n_in / Q8_BLOCK; b++) {
-        long isum = 0;
-        for (int i = b * Q8_BLOCK; i < (b + 1) * Q8_BLOCK; i++) isum += (long)xq[i] * wq[i];
-        double term = (double)isum * half_value(xd[b]) * half_value(dw[b]);
+        double block = 0.0;
+        for (int i = b * Q8_BLOCK; i < (b + 1) * Q8_BLOCK; i++) block += xq[i] * wv[i];
+        double term = block * half_value(xd[b]);
         ref += term;
         *mag += fabs(term);
     }
     return ref;
 }
 
-// Shapes: for int8, n_out < 16 (the tuned kernel falls back to the plain loops), multiples of 16 (whole
-// groups of 16 rows), and others above 16 (an overlapping last group); T <= 4 (decode) and T > 4 (token
+// Shapes: for int8, n_out < 16 (one group, mostly padding), multiples of 16 (whole groups of 16 rows),
+// and others above 16 (a padded last group); T <= 4 (decode) and T > 4 (token
 // chunks of 64, with T = 70 and 130 taking a partial last chunk); n_in of 1 to 17 blocks (the tuned
 // kernel handles the blocks' scales 8 and 16 at a time). Input blocks of mixed ranges, some all zero.
 static void test_matmul(const Kernels *set, const char *name, int type) {
@@ -112,7 +123,7 @@ static void test_matmul(const Kernels *set, const char *name, int type) {
     const int *Ts = q8 ? q8_T : any_T, *outs = q8 ? q8_out : any_out, *ins = q8 ? q8_in : any_in;
     int n_Ts = q8 ? 9 : 8, n_outs = q8 ? 8 : 7, n_ins = q8 ? 6 : 7;
     double worst = 0.0, twin = 0.0; // twin: the largest difference from the plain matmul(), relative
-    int identical = 1, same_as_plain = 1, shapes = 0;
+    int identical = 1, same_as_plain = 1, portable_same = 1, shapes = 0;
     for (int a = 0; a < n_Ts; a++)
         for (int b = 0; b < n_ins; b++)
             for (int c = 0; c < n_outs; c++, shapes++) {
@@ -134,13 +145,18 @@ static void test_matmul(const Kernels *set, const char *name, int type) {
                 for (int t = 0; t < T; t++) {
                     if (q8) quantize_q8(x + t * n_in, n_in, xq, xd);
                     for (int o = 0; o < n_out; o++) {
-                        double mag, ref = q8 ? q8_reference(xq, xd, &w, o, bias[o], n_in, &mag)
+                        double mag, ref = q8 ? q8_reference(xq, xd, wv + (size_t)o * n_in, bias[o], n_in, &mag)
                                              : float_reference(x + t * n_in, wv + (size_t)o * n_in, bias[o], n_in, &mag);
                         double err = fabs(y[t * n_out + o] - ref) / mag;
                         if (err > worst) worst = err;
                         err = fabs(y[t * n_out + o] - plain[t * n_out + o]) / mag;
                         if (err > twin) twin = err;
                     }
+                }
+                if (q8) { // the twin for CPUs without VNNI, whichever this one is
+                    matmul_q8_portable(y, x, &w, bias, T, n_in, n_out);
+                    portable_same &= memcmp(y, plain, (size_t)T * n_out * sizeof(float)) == 0;
+                    set->matmul(y, x, &w, bias, T, n_in, n_out);
                 }
                 if (memcmp(y, plain, (size_t)T * n_out * sizeof(float)) != 0) {
                     if (same_as_plain && q8) printf("# first shape differing from matmul(): T=%d n_in=%d n_out=%d\n", T, n_in, n_out);
@@ -169,9 +185,12 @@ static void test_matmul(const Kernels *set, const char *name, int type) {
         check(worst < 1e-6, "%s matmul, %s weights, matches a double-precision reference on %d shapes (worst relative error %.2e)",
               name, tn, shapes, worst);
     if (set != &PLAIN_KERNELS) {
-        if (q8) // the same integer sums and the same float steps in the same order: the same bits
+        if (q8) { // the same integer sums and the same float steps in the same order: the same bits
             check(same_as_plain, "%s matmul, int8 weights, is bit-identical to the plain matmul() on %d shapes "
                   "(worst relative difference %.2e)", name, shapes, twin);
+            check(portable_same, "matmul_q8_portable() (int8 without AVX-512 VNNI) is bit-identical to the plain "
+                  "matmul() on %d shapes", shapes);
+        }
         else
             check(twin < 2e-6, "%s matmul, %s weights, agrees with the plain matmul() on %d shapes (worst relative difference %.2e)",
                   name, tn, shapes, twin);
@@ -457,8 +476,8 @@ static void test_sampler(void) {
     check(memcmp(a, b, 17 * sizeof *a) == 0, "select_top_k returns the same 17 as a full sort, in order");
 }
 
-// A tiny but complete model.bin image in memory (version 1, or 2 with a weight type), all zeros after
-// the header, then single-field corruptions of it.
+// A tiny but complete model.bin image in memory (version 1, or 2 and 3 with a weight type), all zeros
+// after the header, then single-field corruptions of it.
 static unsigned char *tiny_model(size_t *size, int version, int type, int n_embd) {
     Config c = {.n_layer = 2, .n_head = 2, .n_embd = n_embd, .n_ctx = 4, .vocab_size = 10, .ln_eps = 1e-5f,
                 .weight_type = type};
@@ -468,7 +487,7 @@ static unsigned char *tiny_model(size_t *size, int version, int type, int n_embd
     uint32_t f[7] = {(uint32_t)version, 2, 2, (uint32_t)n_embd, 4, 10, 0};
     memcpy(d + 4, f, 24);
     memcpy(d + 28, &c.ln_eps, 4);
-    if (version == 2) memcpy(d + 32, &type, 4);
+    if (version >= 2) memcpy(d + 32, &type, 4);
     return d;
 }
 
@@ -484,30 +503,38 @@ static void expect_reject(const unsigned char *d, size_t size, const char *needl
 static void test_model_types(void) {
     for (int type = WEIGHT_F32; type <= WEIGHT_Q8; type++) {
         size_t size;
-        unsigned char *d = tiny_model(&size, 2, type, 64);
+        unsigned char *d = tiny_model(&size, 3, type, 64);
         Model m;
         char err[ERR_LEN] = "";
         int rc = model_parse(&m, d, size, err);
-        // wte's bytes: 10 x 64 weights of 4, 2 or 1 bytes; int8 adds 10 x 2 half scales after a 64-byte boundary
-        size_t wte_end = 256 + 640 * (type == WEIGHT_F32 ? 4 : type == WEIGHT_F16 ? 2 : 1);
+        // wte's bytes: 10 x 64 weights of 4 or 2 bytes; int8: 16 x 64 (10 rows and 6 of padding to the group
+        // of 16), then 16 x 2 half scales after a 64-byte boundary
+        size_t wte_end = 256 + (type == WEIGHT_F32 ? 640 * 4 : type == WEIGHT_F16 ? 640 * 2 : 1024);
         int ok = rc == 0 && m.config.weight_type == type && (const unsigned char *)m.weights.wte.data == d + 256 &&
                  (type != WEIGHT_Q8 || (const unsigned char *)m.weights.wte.scales == d + (wte_end + 63) / 64 * 64) &&
                  (const unsigned char *)m.weights.lnf_b + 64 * 4 == d + size;
-        check(ok, "model_parse maps a version 2 %s image (%zu bytes) with each tensor where the format puts it (%s)",
+        check(ok, "model_parse maps a version 3 %s image (%zu bytes) with each tensor where the format puts it (%s)",
               WEIGHT_TYPE_NAME[type], size, err);
         if (rc == 0) free(m.weights.layers);
-        expect_reject(d, size - 1, "truncated", "a version 2 image one byte short");
+        expect_reject(d, size - 1, "truncated", "a version 3 image one byte short");
+        free(d);
+        // version 2 stored f32 and f16 the same way, int8 not: its files must be exported again
+        d = tiny_model(&size, 2, type, 64);
+        rc = model_parse(&m, d, size, err);
+        if (type == WEIGHT_Q8) expect_reject(d, size, "re-export", "a version 2 int8 image");
+        else check(rc == 0 && m.config.weight_type == type, "model_parse reads a version 2 %s image (%s)", WEIGHT_TYPE_NAME[type], err);
+        if (rc == 0) free(m.weights.layers);
         free(d);
     }
     size_t size;
-    unsigned char *d = tiny_model(&size, 2, WEIGHT_F32, 64);
+    unsigned char *d = tiny_model(&size, 3, WEIGHT_F32, 64);
     d[32] = 3;
     expect_reject(d, size, "weight type 3", "an unknown weight type");
     free(d);
-    d = tiny_model(&size, 2, WEIGHT_Q8, 48);
+    d = tiny_model(&size, 3, WEIGHT_Q8, 48);
     expect_reject(d, size, "multiple of 32", "int8 weights with n_embd 48");
     free(d);
-    d = tiny_model(&size, 2, WEIGHT_F16, 64); // an f16 file relabelled f32: the sizes disagree
+    d = tiny_model(&size, 3, WEIGHT_F16, 64); // an f16 file relabelled f32: the sizes disagree
     d[32] = WEIGHT_F32;
     expect_reject(d, size, "does not match", "a file whose weight type does not match its size");
     free(d);
@@ -538,8 +565,8 @@ static void test_model_parse(void) {
     d[0] = 'X';
     expect_reject(d, size, "magic", "a wrong magic");
     d[0] = 'G';
-    d[4] = 3;
-    expect_reject(d, size, "version 3", "version 3");
+    d[4] = 4;
+    expect_reject(d, size, "version 4", "version 4");
     d[4] = 1;
     d[32] = 1; // version 1 has no weight type: byte 32 is reserved
     expect_reject(d, size, "reserved byte 32", "a version 1 header with a weight type");
