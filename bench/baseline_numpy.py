@@ -18,8 +18,8 @@ import numpy as np
 
 def load(path):
     hdr = np.fromfile(path, dtype="<u4", count=9)
-    if hdr[0] != 0x32545047 or hdr[1] not in (1, 2) or (hdr[1] == 2 and hdr[8] != 0):
-        sys.exit(f"error: {path} is not a model.bin with float32 weights (version 1, or 2 with weight_type 0)")
+    if hdr[0] != 0x32545047 or hdr[1] not in (1, 2, 3) or (hdr[1] >= 2 and hdr[8] != 0):
+        sys.exit(f"error: {path} is not a model.bin with float32 weights (version 1, or 2 or 3 with weight_type 0)")
     L, NH, C, P, V = (int(x) for x in hdr[2:7])
     eps = float(np.fromfile(path, dtype="<f4", count=8)[7])
     mm = np.memmap(path, dtype=np.uint8, mode="r")
