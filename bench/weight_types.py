@@ -18,10 +18,11 @@ import os
 import shlex
 import statistics
 import subprocess
+import sys
 
 import random_models
 import roofline
-from common import ROOT, gnuplot, log, pct, read_config, rel, table, worth_repeating
+from common import ROOT, gnuplot, log, numpy_python, pct, read_config, rel, table, worth_repeating
 
 TYPES = ("f32", "f16", "int8")
 DECODE_TOKENS = 256
@@ -51,11 +52,18 @@ def dequant_engine(engine, out_dir):
 def version2_int8(path):
     """The int8 model.bin at path (version 3: rows interleaved in groups of 16, zero rows padding the last)
     rewritten as version 2 (rows one after another), the only int8 layout DEQUANT_COMMIT's run.c reads.
-    Returns the new file's path, or None without numpy."""
-    try:
-        import numpy as np
-    except ImportError:
+    Returns the new file's path, or None without numpy. The rewriting holds the file in memory twice, so it
+    runs in a process of its own: a child started later would report this process's peak RSS as its own
+    (Linux carries it over through vfork and exec)."""
+    v2 = path[:-len(".bin")] + "-version2.bin"
+    py = numpy_python()
+    if py is None or subprocess.run([py, __file__, path, v2], cwd=ROOT).returncode != 0:
         return None
+    return v2
+
+
+def write_version2_int8(path, v2):
+    import numpy as np
     cfg = read_config(path)
     L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
     src = np.fromfile(path, np.uint8)
@@ -82,10 +90,8 @@ def version2_int8(path):
     copy(4 * C)
     copy(4 * C)
     assert pos == len(src), (pos, len(src))
-    v2 = path[:-len(".bin")] + "-version2.bin"
     with open(v2, "wb") as f:
         f.write(out)
-    return v2
 
 
 def measure(engine, machine, out_dir, args, prompt, long_prompt):
@@ -227,3 +233,7 @@ def report(r):
            "\nCommands (f32; the others differ in the file):\n",
            f"    {f32['decode_cmd']}", f"    {f32['prefill_cmd']}"]
     return out
+
+
+if __name__ == "__main__":  # version2_int8()'s worker: SRC DST
+    write_version2_int8(*sys.argv[1:3])

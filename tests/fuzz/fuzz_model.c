@@ -29,9 +29,11 @@ static void check_bytes(const void *p, uint64_t n_bytes, const char *name) {
 
 static void check_tensor(const float *p, uint64_t n_floats, const char *name) { check_bytes(p, n_floats * 4, name); }
 
-// A matrix of the model's weight type: its values, then (int8) its scales, one per block of 32.
+// A matrix of the model's weight type: its values, then (int8) its scales, one per block of 32; int8 rows
+// come in whole groups of Q8_ROWS.
 static void check_matrix(const Matrix *m, int type, uint64_t rows, uint64_t cols, const char *name) {
     static const uint64_t bytes_per_weight[] = {4, 2, 1};
+    if (type == WEIGHT_Q8) rows = (rows + Q8_ROWS - 1) / Q8_ROWS * Q8_ROWS;
     if (m->type != type || (type == WEIGHT_Q8) != (m->scales != NULL)) {
         fprintf(stderr, "matrix %s has type %d, the header says %d\n", name, m->type, type);
         abort();

@@ -41,7 +41,7 @@ def model_seeds_in(d, cache):
     write(d, "truncated.bin", base[:-4])
     write(d, "extra.bin", base + bytes(4))
     write(d, "header_only.bin", base[:256])
-    write(d, "bad_version.bin", base[:4] + struct.pack("<I", 2) + base[8:])
+    write(d, "bad_version.bin", base[:4] + struct.pack("<I", 4) + base[8:])
 
 
 def tokenizer_file(merges_spec, ranges=None, order=None):
