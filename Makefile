@@ -20,6 +20,9 @@ PROMPT  ?= Once upon a time
 probe = $(shell printf 'int main(void){return 0;}' | $(CC) $(1) -x c - -o /dev/null 2>/dev/null && echo '$(1)')
 OPENMP  ?= $(call probe,-fopenmp)
 NATIVE  ?= $(call probe,-march=native)
+# The kernel tests are built a second time for a CPU with AVX2 but no AVX-512, so that the tuned code this
+# machine does not choose (8-float vectors, int8 without VNNI) is tested too; run where the CPU has AVX2.
+HASWELL ?= $(call probe,-march=haswell)
 
 # -ffp-contract=off: the compiler may not fuse a*b+c on its own; run.c asks for FMA explicitly where it
 # wants it, so a token's numbers come out identical whichever code path computed them.
@@ -76,7 +79,10 @@ tests/test_kernels: tests/test_kernels.c run.c .build-flags
 tests/test_tokenizer: tests/test_tokenizer.c run.c .build-flags
 	$(CC) $(ALL_CFLAGS) tests/test_tokenizer.c -o $@ $(LDLIBS)
 
-test: $(CURDIR)/run tests/test_kernels tests/test_tokenizer
+tests/test_kernels_avx2: tests/test_kernels.c run.c .build-flags
+	$(CC) $(filter-out $(NATIVE) -DVEC=%,$(ALL_CFLAGS)) $(HASWELL) tests/test_kernels.c -o $@ $(LDLIBS)
+
+test: $(CURDIR)/run tests/test_kernels tests/test_tokenizer $(if $(HASWELL),tests/test_kernels_avx2)
 	TEST_PYTHON=$(TEST_PYTHON) SAN=$(SAN) bash tests/run_all.sh
 
 # libFuzzer targets (clang), each for FUZZ_SECONDS: the model-file parser, the tokenizer file parser,
@@ -101,5 +107,5 @@ tokenizer:
 	$(PYTHON) export_gpt2.py --tokenizer tokenizer_src tokenizer.bin
 
 clean:
-	rm -f run tests/test_kernels tests/test_tokenizer bench/machine .build-flags
+	rm -f run tests/test_kernels tests/test_kernels_avx2 tests/test_tokenizer bench/machine .build-flags
 	rm -rf tests/fuzz/build

@@ -2499,10 +2499,36 @@ static void matmul_streaming(float *out, const float *in, const Matrix *w, const
     }
 }
 
+// The 16 exact integer dot products of one block of a group (q: 512 bytes, 4 weights of each row in turn)
+// with 32 inputs x. With AVX2, 16 rows x 4 weights are two registers: vpmaddubsw multiplies unsigned by
+// signed bytes, so |w| (vpsignb) meets x with w's sign, and adds pairs into 16 bits (at most 2 x 128 x 127:
+// no saturation); vpmaddwd by 1 then adds the pairs of pairs: each 32-bit lane is one row's 4 products.
+static inline void q8_block_sums(const int8_t *q, const int8_t *x, int32_t isum[Q8_ROWS]) {
+#if defined(__AVX2__)
+    __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int s = 0; s < Q8_BLOCK / 4; s++) {
+        int32_t four;
+        memcpy(&four, x + 4 * s, 4);
+        __m256i xv = _mm256_set1_epi32(four);
+        for (int half = 0; half < 2; half++) { // rows 0-7, then 8-15
+            __m256i w = _mm256_loadu_si256((const __m256i *)(q + s * 64 + half * 32));
+            __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
+            sum[half] = _mm256_add_epi32(sum[half], _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+        }
+    }
+    _mm256_storeu_si256((__m256i *)isum, sum[0]);
+    _mm256_storeu_si256((__m256i *)(isum + 8), sum[1]);
+#else
+    for (int r = 0; r < Q8_ROWS; r++) isum[r] = 0;
+    for (int s = 0; s < Q8_BLOCK / 4; s++)
+        for (int r = 0; r < Q8_ROWS; r++)
+            for (int j = 0; j < 4; j++) isum[r] += x[4 * s + j] * q[(s * Q8_ROWS + r) * 4 + j];
+#endif
+}
+
 // matmul_q8()'s twin for CPUs without AVX-512 VNNI: a group of Q8_ROWS rows at a time, like q8_group(),
-// in plain C that the compiler vectorizes (4 weights of each of the 16 rows are 64 consecutive bytes, and
-// the 16 rows' sums are 16 lanes), with dot_q8()'s arithmetic, so the results are the plain loops' bit for
-// bit. Compiled everywhere, so the tests check it on every machine.
+// its blocks' integer sums from q8_block_sums(), then dot_q8()'s float steps, so the results are the plain
+// loops' bit for bit. Compiled everywhere, so the tests check it on every machine.
 static void matmul_q8_portable(float *out, const float *in, const Matrix *w, const float *bias, int T, int n_in,
                                int n_out) {
     int nb = n_in / Q8_BLOCK, n_groups = (n_out + Q8_ROWS - 1) / Q8_ROWS;
@@ -2517,10 +2543,8 @@ static void matmul_q8_portable(float *out, const float *in, const Matrix *w, con
                 const int8_t *q = (const int8_t *)w->data + ((size_t)g * nb + b) * Q8_ROWS * Q8_BLOCK;
                 const int8_t *x = xq + (size_t)t * n_in + b * Q8_BLOCK;
                 const uint16_t *ws = w->scales + ((size_t)g * nb + b) * Q8_ROWS;
-                int32_t isum[Q8_ROWS] = {0};
-                for (int s = 0; s < Q8_BLOCK / 4; s++)
-                    for (int r = 0; r < Q8_ROWS; r++)
-                        for (int j = 0; j < 4; j++) isum[r] += x[4 * s + j] * q[(s * Q8_ROWS + r) * 4 + j];
+                int32_t isum[Q8_ROWS];
+                q8_block_sums(q, x, isum);
                 for (int r = 0; r < Q8_ROWS; r++)
                     acc[r] = fmaf((float)isum[r], xd[(size_t)t * nb + b] * f16_to_f32(ws[r]), acc[r]);
             }

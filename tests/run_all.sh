@@ -28,6 +28,10 @@ run_test() { # name command...
 }
 
 run_test kernels ./tests/test_kernels
+# the same tests built for an AVX2 CPU without AVX-512 (make builds it where the compiler can)
+if [ -x tests/test_kernels_avx2 ] && grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
+    run_test "kernels, AVX2 build" ./tests/test_kernels_avx2
+fi
 run_test tokenizer ./tests/test_tokenizer tokenizer.bin tests/tokenizer_fixture.txt
 for t in tests/test_*.py; do
     run_test "$(basename "$t")" "$PY" "$t"
