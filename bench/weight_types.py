@@ -220,7 +220,7 @@ def report(r):
            f"section) per second over the fp32 FMA peak, {r['fma_gflops']:.0f} GFLOP/s at {r['fma_width']:.0f}-float vectors. "
            "*peak RSS*: of the decode runs, mapped weight pages included. Decode runs that changed their thread count "
            "(another program took a core): " + ", ".join(f"{t} {x['thread_changes']} of {x['repeats'][0]}" for t, x in ty.items()) + ".\n",
-           *([f"*{DEQUANT}*: the same int8 file run by run.c as of commit {DEQUANT_COMMIT}, built with the same flags: "
+           *([f"*{DEQUANT}*: the same int8 weights (rewritten in model.bin version 2's row-major layout, the only one it reads) run by run.c as of commit {DEQUANT_COMMIT}, built with the same flags: "
               "its int8 kernels widen the weights to floats in registers and multiply float inputs (one scale per "
               "block of 32). This run.c's int8 rounds the inputs to int8 per block of 32 as well and multiplies in "
               f"integers: decode {statistics.median(a / b for a, b in zip(rounds['int8']['ratios'], rounds[DEQUANT]['ratios'])):.2f}x "
