@@ -2856,20 +2856,25 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
 //   - when its threads waited for a core in two steps in a row (together they got TUNER_LOST of one
 //     thread's time less CPU than threads x the step's time: only other programs take it), it tries one
 //     thread fewer for two steps and keeps that count if the faster of them was clearly faster than the
-//     current count's (the first pays for the change: a thread let go keeps spinning on its core for a
-//     while, and the one that stays may be sharing the busy core until the OS moves it). A slow step alone
+//     current count's recent median (the first pays for the change: a thread let go keeps spinning on its
+//     core for a while, and the one that stays may be sharing the busy core until the OS moves it). The
+//     median, not the steps that set the trial off: on a VM the host can take both threads' CPU for a
+//     step or two, and one thread beats those steps without being faster. A slow step alone
 //     is not the signal: memory can be what was slow (a VM's read bandwidth can halve for seconds), and
 //     one thread fewer does not help then; nor is the first step alone, which also maps the weights in;
 //   - below the most it may use, it tries one thread more now and then, since load comes and goes.
-// A trial that loses makes the next one of its kind wait twice as long.
+// A trial that loses makes the next one of its kind wait twice as long (fewer threads: from 2 steps more
+// of starving, so that load which stays is answered within a few steps).
 // Output never depends on the thread count: every kernel computes a row the same way whoever runs it.
 // thread_tuner_step() sees nothing but step times and CPU times, so the tests drive it with made-up ones.
 
-#define TUNER_GAIN 0.9      // a trial count is kept if its faster step took at most this x the current's
+#define TUNER_GAIN 0.9      // a trial count is kept if its faster step took at most this x the current count's median
 #define TUNER_TRIAL_STEPS 2 // steps a trial runs
 #define TUNER_LOST 0.4      // threads x a step's time - its CPU time above this x its time: they waited
 #define TUNER_FIRST_WAIT 32 // steps before retrying a direction that lost, doubled after each loss
+#define TUNER_DOWN_FIRST_WAIT 2 // ... but only 2 more starved ones for fewer threads: load that stays wins soon
 #define TUNER_MAX_WAIT 512
+#define TUNER_RECENT 8      // step times kept at the current count
 
 struct ThreadTuner {
     int max, n;                   // the most threads we may use, and the count in use
@@ -2877,7 +2882,8 @@ struct ThreadTuner {
     int trial;                    // 0, or the count the steps now running try
     int trial_left;               // steps of the trial still to run after this one
     double trial_best;            // the trial's fastest step so far
-    double last[2];               // the latest two step times at count n, newest first
+    double recent[TUNER_RECENT];  // the latest step times at count n (a ring), recent_n of them valid
+    int recent_n, recent_next;
     int starved_in_a_row;         // steps in a row whose threads waited for cores
     int down_wait, up_wait;       // steps before a trial of n - 1 (when starved), of n + 1
     int down_backoff, up_backoff; // the wait after a losing trial of that kind
@@ -2885,23 +2891,44 @@ struct ThreadTuner {
 };
 
 static void thread_tuner_init(ThreadTuner *t, int max, int fixed) {
-    *t = (ThreadTuner){.max = max, .n = max, .fixed = fixed, .down_backoff = TUNER_FIRST_WAIT,
+    *t = (ThreadTuner){.max = max, .n = max, .fixed = fixed, .down_backoff = TUNER_DOWN_FIRST_WAIT,
                        .up_wait = TUNER_FIRST_WAIT, .up_backoff = TUNER_FIRST_WAIT};
 }
 
 static int doubled(int wait) { return wait * 2 < TUNER_MAX_WAIT ? wait * 2 : TUNER_MAX_WAIT; }
 
-// Judges the trial step that just ran against what the current count does now: the faster of its last
-// two steps (one alone can be an outlier).
+static void tuner_remember(ThreadTuner *t, double seconds) {
+    t->recent[t->recent_next] = seconds;
+    t->recent_next = (t->recent_next + 1) % TUNER_RECENT;
+    t->recent_n += t->recent_n < TUNER_RECENT;
+}
+
+// The median of the recent step times at the current count (the upper one of an even count).
+static double tuner_recent_median(const ThreadTuner *t) {
+    double v[TUNER_RECENT];
+    int n = t->recent_n;
+    memcpy(v, t->recent, sizeof v);
+    for (int i = 1; i < n; i++) // insertion sort of at most 8
+        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            double x = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = x;
+        }
+    return v[n / 2];
+}
+
+// Judges the trial's fastest step against what the current count does: the median of its recent steps,
+// so that two disturbed steps (which set the trial off) do not decide alone. Load that stays keeps
+// setting trials off, and wins once it fills half of the recent steps.
 static void tuner_judge_trial(ThreadTuner *t, double seconds) {
-    double now = t->last[1] > 0 && t->last[1] < t->last[0] ? t->last[1] : t->last[0];
     int down = t->trial < t->n;
-    if (seconds <= TUNER_GAIN * now) { // the trial won: move to its count
+    if (seconds <= TUNER_GAIN * tuner_recent_median(t)) { // the trial won: move to its count
         t->n = t->trial;
-        t->last[0] = seconds;
-        t->last[1] = 0;
+        t->recent_n = t->recent_next = 0;
+        tuner_remember(t, seconds);
         t->changes++;
-        t->down_backoff = t->up_backoff = t->up_wait = TUNER_FIRST_WAIT;
+        t->up_backoff = t->up_wait = TUNER_FIRST_WAIT;
+        t->down_backoff = TUNER_DOWN_FIRST_WAIT;
         t->down_wait = 0;
     } else {
         if (down) {
@@ -2930,8 +2957,7 @@ static int thread_tuner_step(ThreadTuner *t, double seconds, double cpu) {
         tuner_judge_trial(t, t->trial_best);
         return t->n;
     }
-    t->last[1] = t->last[0];
-    t->last[0] = seconds;
+    tuner_remember(t, seconds);
     t->starved_in_a_row = starved ? t->starved_in_a_row + 1 : 0;
     t->down_wait -= t->down_wait > 0;
     t->up_wait -= t->up_wait > 0;

@@ -635,6 +635,18 @@ static double memory_bursts(int step, int threads, double *lost) {
     double s = idle(step, threads, lost);
     return step % 100 >= 50 && step % 100 < 60 ? (threads == 2 ? 2 * s : 0.8 * s) : s;
 }
+// Idle, memory-bound (one thread only 1.3x slower than two), and every 100 steps two steps in which the
+// host takes the CPU from both threads for a while: a disturbance that is over before a trial of one
+// thread runs (as seen on this VM), not load.
+static double blips(int step, int threads, double *lost) {
+    *lost = 0;
+    double s = (threads == 2 ? 0.010 : 0.013) * (1 + step * 1e-4);
+    if (step % 100 == 50 || step % 100 == 51) {
+        *lost = threads == 2 ? 1.0 : 0.5;
+        s *= step % 100 == 50 ? 4.0 : 1.8;
+    }
+    return s;
+}
 
 static void test_thread_tuner(void) {
     ThreadTuner t;
@@ -663,7 +675,9 @@ static void test_thread_tuner(void) {
     check(t.n == 2 && t.changes == 0, "thread tuner, single slow steps on an idle machine: no change (%d)", t.changes);
     thread_tuner_init(&t, 2, 0);
     total = simulate(&t, busy_after_start, 64, &best);
-    check(t.n == 1 && total < 1.15 * best, "thread tuner, a core busy from step 5, a 64-token run: %.3f of the best",
+    // The price of ignoring two disturbed steps (blips, below): a trial of 1 thread wins only once the load
+    // is in half of the recent steps, so it is answered after about 4 slow steps rather than 2 (1.148).
+    check(t.n == 1 && total < 1.25 * best, "thread tuner, a core busy from step 5, a 64-token run: %.3f of the best",
           total / best);
     thread_tuner_init(&t, 2, 0);
     total = simulate(&t, all_slower, 1000, &best);
@@ -677,6 +691,11 @@ static void test_thread_tuner(void) {
     simulate(&t, slow_start, 100, &best);
     check(t.n == 2 && t.steps_below_max == 0, "thread tuner, a slow, starved first step alone: no trial (%d steps on 1)",
           t.steps_below_max);
+    thread_tuner_init(&t, 2, 0);
+    total = simulate(&t, blips, 1000, &best);
+    check(t.n == 2 && t.changes == 0 && total < 1.01 * best,
+          "thread tuner, two disturbed steps every 100 on an idle machine: tries 1 thread and stays at 2 (%d "
+          "changes, %d steps on 1, %.3f of the best)", t.changes, t.steps_below_max, total / best);
     thread_tuner_init(&t, 2, 0);
     simulate(&t, memory_bursts, 1000, &best);
     check(t.n == 2 && t.steps_below_max == 0,
