@@ -2540,9 +2540,10 @@ static void matmul_q8_portable(float *out, const float *in, const Matrix *w, con
         for (int t = 0; t < T; t++) {
             float acc[Q8_ROWS] = {0};
             for (int b = 0; b < nb; b++) {
-                const int8_t *q = (const int8_t *)w->data + ((size_t)g * nb + b) * Q8_ROWS * Q8_BLOCK;
-                const int8_t *x = xq + (size_t)t * n_in + b * Q8_BLOCK;
-                const uint16_t *ws = w->scales + ((size_t)g * nb + b) * Q8_ROWS;
+                size_t row = (size_t)g * Q8_ROWS, col = (size_t)b * Q8_BLOCK; // the block's first weight
+                const int8_t *q = (const int8_t *)w->data + q8_index(w, row, col);
+                const int8_t *x = xq + (size_t)t * n_in + col;
+                const uint16_t *ws = w->scales + q8_scale_index(w, row, col);
                 int32_t isum[Q8_ROWS];
                 q8_block_sums(q, x, isum);
                 for (int r = 0; r < Q8_ROWS; r++)
@@ -2572,8 +2573,8 @@ static void matmul_q8_portable(float *out, const float *in, const Matrix *w, con
 static void q8_group(float *out, const int8_t *xq, const float *xd, const int32_t *xsum, const Matrix *w,
                      const float *bias, int t0, int t1, int n_in, int n_out, int g) {
     int nb = n_in / Q8_BLOCK, o0 = g * Q8_ROWS;
-    const int8_t *blocks = (const int8_t *)w->data + (size_t)o0 * n_in;
-    const uint16_t *scales = w->scales + (size_t)o0 * nb;
+    const int8_t *blocks = (const int8_t *)w->data + q8_index(w, (size_t)o0, 0);
+    const uint16_t *scales = w->scales + q8_scale_index(w, (size_t)o0, 0);
     // The hardware prefetchers follow the stream, but not far enough ahead to keep DRAM busy for one
     // thread: each block also asks for the bytes Q8_AHEAD further on, into L2. (Beyond the matrix's end
     // a prefetch simply fetches unrelated bytes; it never faults.)
