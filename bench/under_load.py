@@ -61,7 +61,7 @@ def measure(engine, machine, repeats, long_prompt):
     cells = {(c, load, kind): [] for c, _, _ in CONFIGS for load in LOADS for kind in ("decode", "prefill")}
     changes = {load: [] for load in LOADS}  # the default's `threads:` lines
     loadavg = os.getloadavg()[0]  # "idle" means without the bench's busy loop; other programs may run
-    bandwidth = [machine.sample("before the runs under load", read_only=True)]
+    bandwidth = [machine.sample("before the runs under load", read_only=True)["limit_gbps"]]
     for rep in range(repeats):
         for load in LOADS:
             with busy_core(core) if load != "idle" else contextlib.nullcontext():
@@ -76,7 +76,7 @@ def measure(engine, machine, repeats, long_prompt):
                         cmds = (d["cmd"], p["cmd"])
                     log(f"rep {rep + 1}/{repeats}, {load:13s} {name:36s} decode {d['decode_tok_s']:6.1f} tok/s, "
                         f"prefill {p['prefill_tok_s']:6.1f} tok/s" + (f"  (threads: {d['thread_changes']})" if d["thread_changes"] else ""))
-    bandwidth.append(machine.sample("after the runs under load", read_only=True))
+    bandwidth.append(machine.sample("after the runs under load", read_only=True)["limit_gbps"])
     med = {k: statistics.median(v) for k, v in cells.items()}
     ratios = {}
     for load in LOADS:
