@@ -2737,35 +2737,36 @@ static float sum_floats(const float *x, int n) {
 
 // For R rows of attention weights (ldw apart) and the value rows of v (ldv numbers apart, starting at
 // number v0; stored in v's type, converted in registers): out row r (ldo apart) = sum over j < n + r of
-// weights[r][j] * value row j, the causal shape of R consecutive query rows. Columns go 32 at a time: each
-// value vector loaded serves all R rows from registers, and each column is summed over j in order, so a
-// row's result does not depend on R or on how the columns were grouped. (32 columns of an int8 row are
-// one block with one scale, since the caller's v0 and ldv are multiples of 32 for int8.)
+// weights[r][j] * value row j, the causal shape of R consecutive query rows. Columns go 4 vectors at a
+// time (a whole 64-number head with AVX-512, so a decode step reads each value row once; half of it with
+// 8-float vectors): each value vector loaded serves all R rows from registers, and each column is summed
+// over j in order, so a row's result does not depend on R or on how the columns were grouped. (An int8
+// vector lies inside one block of 32, since the caller's v0 and ldv are multiples of 32 for int8.)
+#define WSUM_VECS 4
 static inline __attribute__((always_inline)) void
 weighted_sum_block(float *out, size_t ldo, const float *weights, size_t ldw, const Matrix *v, size_t v0, size_t ldv,
                    int n, int dim, const int R, const int TYPE) {
     int i = 0;
-    for (; i + 32 <= dim; i += 32) {
-        vecf acc[ATT_ROWS][32 / VEC];
+    for (; i + WSUM_VECS * VEC <= dim; i += WSUM_VECS * VEC) {
+        vecf acc[ATT_ROWS][WSUM_VECS];
         for (int r = 0; r < R; r++)
-            for (int c = 0; c < 32 / VEC; c++) acc[r][c] = (vecf){0};
+            for (int c = 0; c < WSUM_VECS; c++) acc[r][c] = (vecf){0};
         for (int j = 0; j < n + R - 1; j++) {
             size_t vj = v0 + j * ldv + i;
-            float scale = TYPE == WEIGHT_Q8 ? q8_scale(v, vj) : 1.0f; // int8: load_weights leaves it to us
-            vecf vv[32 / VEC];
-            for (int c = 0; c < 32 / VEC; c++) {
-                vv[c] = load_weights(v, vj + VEC * c, TYPE);
-                vv[c] = in_register(TYPE == WEIGHT_Q8 ? vv[c] * scale : vv[c]);
+            vecf vv[WSUM_VECS];
+            for (int c = 0; c < WSUM_VECS; c++) {
+                vv[c] = load_weights(v, vj + VEC * c, TYPE); // int8: unscaled, so times its block's scale
+                vv[c] = in_register(TYPE == WEIGHT_Q8 ? vv[c] * q8_scale(v, vj + VEC * c) : vv[c]);
             }
             for (int r = 0; r < R; r++) {
                 if (j >= n + r) continue; // past row r's last key
                 vecf wj = (vecf){0} + weights[r * ldw + j];
-                for (int c = 0; c < 32 / VEC; c++) acc[r][c] = fma_vec(wj, vv[c], acc[r][c]);
+                for (int c = 0; c < WSUM_VECS; c++) acc[r][c] = fma_vec(wj, vv[c], acc[r][c]);
             }
         }
         for (int r = 0; r < R; r++) memcpy(out + r * ldo + i, acc[r], sizeof acc[r]);
     }
-    for (; i < dim; i++) // the last dim % 32 columns (only tiny test models have any)
+    for (; i < dim; i++) // the last columns of a head that is no multiple of 4 vectors (tiny test models)
         for (int r = 0; r < R; r++) {
             float a = 0.0f;
             for (int j = 0; j < n + r; j++) a = a + weights[r * ldw + j] * weight_at(v, v0 + j * ldv + i);
@@ -2788,16 +2789,13 @@ static void weighted_sum(float *out, size_t ldo, const float *weights, size_t ld
 #undef WSUM_TYPES
 }
 
-// The score loop asks for the keys (into L1: locality 3) and values (into L2, for weighted_sum(): locality
-// 2) of the positions 8 ahead: a head's matrix is one sequential stream, but a short one, that the
-// hardware prefetchers pick up late.
-static inline void prefetch_slice(const Matrix *m, size_t first, int n, int locality) {
+// The score loop asks for the keys and values of the positions 8 ahead: a head's matrix is one sequential
+// stream, but a short one, that the hardware prefetchers pick up late. Both go into L2 (locality 2): asked
+// into L1, the keys' prefetches waited for L1's few outstanding misses and held up the loop.
+static inline void prefetch_slice(const Matrix *m, size_t first, int n) {
     size_t bytes = kv_number_bytes(m->type);
     const char *p = (const char *)m->data + first * bytes;
-    for (size_t line = 0; line < n * bytes; line += 64) {
-        if (locality == 3) __builtin_prefetch(p + line, 0, 3);
-        else __builtin_prefetch(p + line, 0, 2);
-    }
+    for (size_t line = 0; line < n * bytes; line += 64) __builtin_prefetch(p + line, 0, 2);
 }
 
 // attention()'s twin. A job is up to ATT_ROWS consecutive rows of one head, with ATT_ROWS rows of scores per
@@ -2822,8 +2820,8 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
             int nk = n_keys_max - j < 4 ? n_keys_max - j : 4;
             int ahead = n_keys_max - (j + 8) < 4 ? n_keys_max - (j + 8) : 4; // see prefetch_slice()
             if (ahead > 0) {
-                prefetch_slice(&keys, (size_t)(j + 8) * hs, ahead * hs, 3);
-                prefetch_slice(&values, (size_t)(j + 8) * hs, ahead * hs, 2);
+                prefetch_slice(&keys, (size_t)(j + 8) * hs, ahead * hs);
+                prefetch_slice(&values, (size_t)(j + 8) * hs, ahead * hs);
             }
             dot_block_any(scores + j, (size_t)n_ctx, qkv + (size_t)t0 * 3 * C + h * hs, (size_t)3 * C, &keys,
                           (size_t)j * hs, (size_t)hs, NULL, hs, 1, rows, nk);
