@@ -588,8 +588,9 @@ static void matmul(float *out, const float *in, const Matrix *w, const float *bi
         }
 }
 
-// An input row for int8 weights, rounded the way the weights are (quantize_q8's blocks of 32): values
-// in q, and each block's scale, as a float, in d.
+// Inputs for int8 weights, rounded the way the weights are (quantize_q8's blocks of 32): values in q,
+// and each block's scale, as a float, in d. A block never spans two rows (a row's n_in is a multiple of
+// 32), so T rows one after another are simply T x n_in numbers.
 static void quantize_input(const float *x, int n, int8_t *q, float *d) {
     for (int b = 0; b < n / Q8_BLOCK; b++) {
         uint16_t half;
@@ -622,7 +623,7 @@ static void matmul_q8(float *out, const float *in, const Matrix *w, const float 
     int nb = n_in / Q8_BLOCK;
     int8_t *xq = xmalloc((size_t)T * n_in, "quantized input");
     float *xd = xmalloc((size_t)T * nb * sizeof(float), "quantized input");
-    for (int t = 0; t < T; t++) quantize_input(in + (size_t)t * n_in, n_in, xq + (size_t)t * n_in, xd + (size_t)t * nb);
+    quantize_input(in, T * n_in, xq, xd);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int t = 0; t < T; t++)
         for (int o = 0; o < n_out; o++)
@@ -2534,7 +2535,7 @@ static void matmul_q8_portable(float *out, const float *in, const Matrix *w, con
     int nb = n_in / Q8_BLOCK, n_groups = (n_out + Q8_ROWS - 1) / Q8_ROWS;
     int8_t *xq = xmalloc((size_t)T * n_in, "quantized input");
     float *xd = xmalloc((size_t)T * nb * sizeof(float), "quantized input");
-    for (int t = 0; t < T; t++) quantize_input(in + (size_t)t * n_in, n_in, xq + (size_t)t * n_in, xd + (size_t)t * nb);
+    quantize_input(in, T * n_in, xq, xd);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int g = 0; g < n_groups; g++)
         for (int t = 0; t < T; t++) {
