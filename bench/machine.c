@@ -15,10 +15,19 @@
 //                      from the page cache, which is how run.c reads its weights (after one untimed pass)
 // Best of several repeats, like the rest of the bench.
 //
+// --split B1,B2,...: what a read loses when it is split the way a decode step reads its weights, one
+// parallel read per matrix of B1, B2, ... bytes with the threads meeting at the end of each (a step's
+// next matrix needs the last one's output). Pairs of passes over one buffer for about 3 seconds: all
+// the bytes in one parallel read, and the same bytes piece by piece (which goes first alternates). A
+// pair's passes are milliseconds apart, so both see the same moment of this VM's bandwidth. Prints:
+//   split_ratio R      the pairs' median of (split pass GB/s) / (whole pass GB/s)
+//   split_pairs N      how many pairs
+//
 // The FMAs are written as intrinsics (when the target has them), so the figure does not depend on
 // -ffp-contract: the Makefile builds everything with -ffp-contract=off, which would otherwise turn
 // a*b+c into a multiply and an add and report half the machine.
 // Usage: bench/machine [--read-only] [FILE]
+//        bench/machine --split B1,B2,...
 // Build: cc -O3 -march=native -fopenmp bench/machine.c -o bench/machine
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -66,9 +75,25 @@ static int n_threads(void) {
 #define WIDEST 8
 #endif
 
-// Sums a buffer with 4 vector accumulators per thread: the loads, not the adds, are the limit.
-// Pass 0 is untimed (page faults); then at least `repeats` passes, and more until `seconds` have passed.
-// Returns the best pass's GB/s; *mean gets all timed passes' bytes over their total time. This VM's
+// One parallel pass over the first n / 32 * 32 floats of a, 4 vector accumulators per thread: the loads,
+// not the adds, are the limit. Returns a sum that keeps the loads alive.
+static double read_pass(const float *a, size_t n) {
+    double total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (size_t blk = 0; blk < n / 32; blk++) {
+        vec8 s0, s1, s2, s3;
+        memcpy(&s0, a + blk * 32, 32);
+        memcpy(&s1, a + blk * 32 + 8, 32);
+        memcpy(&s2, a + blk * 32 + 16, 32);
+        memcpy(&s3, a + blk * 32 + 24, 32);
+        vec8 s = (s0 + s1) + (s2 + s3);
+        total += s[0] + s[7];
+    }
+    return total;
+}
+
+// Reads a buffer pass after pass. Pass 0 is untimed (page faults); then at least `repeats` passes, and
+// more until `seconds` have passed. Returns the best pass's GB/s; *mean gets all timed passes' bytes over their total time. This VM's
 // bandwidth moves within a second (a pass can take twice as long as the one before), so the best pass
 // is the machine at its fastest moment, and the mean what a longer read gets on average.
 static double read_loop(const float *a, size_t bytes, int repeats, double seconds, double *mean) {
@@ -76,19 +101,9 @@ static double read_loop(const float *a, size_t bytes, int repeats, double second
     double best = 1e30, sink = 0, timed = 0;
     int r = 0;
     for (; r <= repeats || timed < seconds; r++) {
-        double t0 = now(), total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-        for (size_t blk = 0; blk < n / 32; blk++) {
-            vec8 s0, s1, s2, s3;
-            memcpy(&s0, a + blk * 32, 32);
-            memcpy(&s1, a + blk * 32 + 8, 32);
-            memcpy(&s2, a + blk * 32 + 16, 32);
-            memcpy(&s3, a + blk * 32 + 24, 32);
-            vec8 s = (s0 + s1) + (s2 + s3);
-            total += s[0] + s[7];
-        }
+        double t0 = now();
+        sink += read_pass(a, n);
         double t = now() - t0;
-        sink += total;
         if (r > 0 && t < best) best = t;
         if (r > 0) timed += t;
     }
@@ -98,15 +113,20 @@ static double read_loop(const float *a, size_t bytes, int repeats, double second
     return pass_bytes / best / 1e9;
 }
 
-static double read_bandwidth(size_t bytes, int repeats, double seconds, double *mean) {
-    size_t n = bytes / sizeof(float);
-    float *a = malloc(bytes);
+// A buffer of n floats, first touched by the threads that will read it.
+static float *read_buffer(size_t n) {
+    float *a = malloc(n * sizeof(float));
     if (!a) {
         fprintf(stderr, "error: out of memory\n");
         exit(1);
     }
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 7); // first touch by the thread that reads it
+    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 7);
+    return a;
+}
+
+static double read_bandwidth(size_t bytes, int repeats, double seconds, double *mean) {
+    float *a = read_buffer(bytes / sizeof(float));
     double gbps = read_loop(a, bytes, repeats, seconds, mean);
     free(a);
     return gbps;
@@ -129,6 +149,54 @@ static double file_read_bandwidth(const char *path, int repeats) {
     double gbps = read_loop(p, (size_t)st.st_size, repeats, 0, NULL);
     munmap(p, (size_t)st.st_size);
     return gbps;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// --split: see the top of the file. Pieces are rounded down to whole 128-byte blocks (read_pass's unit),
+// and the whole pass reads exactly the bytes the pieces do.
+#define MAX_PIECES 4096
+#define SPLIT_PAIRS 2000
+static void split_read(const char *spec) {
+    static size_t floats[MAX_PIECES];
+    static double ratios[SPLIT_PAIRS];
+    int n_pieces = 0;
+    size_t total = 0;
+    for (const char *p = spec; *p;) {
+        char *end;
+        long long bytes = strtoll(p, &end, 10);
+        if (end == p || bytes < 128 || n_pieces == MAX_PIECES || (*end && *end != ',')) {
+            fprintf(stderr, "error: --split wants up to %d comma-separated sizes of at least 128 bytes\n", MAX_PIECES);
+            exit(1);
+        }
+        floats[n_pieces] = (size_t)bytes / 128 * 32;
+        total += floats[n_pieces++];
+        p = *end ? end + 1 : end;
+    }
+    float *a = read_buffer(total);
+    double sink = read_pass(a, total), start = now(); // an untimed pass: page faults
+    int pairs = 0;
+    while (pairs < SPLIT_PAIRS && (pairs < 5 || now() - start < 3.0)) {
+        double t[2]; // [0] one read, [1] piece by piece; which goes first alternates
+        for (int k = 0; k < 2; k++) {
+            int split = k ^ (pairs & 1);
+            double t0 = now();
+            size_t off = 0;
+            if (split)
+                for (int i = 0; i < n_pieces; off += floats[i++]) sink += read_pass(a + off, floats[i]);
+            else
+                sink += read_pass(a, total);
+            t[split] = now() - t0;
+        }
+        ratios[pairs++] = t[0] / t[1]; // the same bytes: the time ratio is the bandwidth ratio
+    }
+    if (sink == 12345.0) printf("#\n");
+    qsort(ratios, (size_t)pairs, sizeof(double), cmp_double);
+    printf("split_ratio %.3f\nsplit_pairs %d\n", pairs % 2 ? ratios[pairs / 2] : (ratios[pairs / 2 - 1] + ratios[pairs / 2]) / 2, pairs);
+    free(a);
 }
 
 // 12 independent FMA chains per thread hide the FMA latency (4 cycles x 2 pipes needs >= 8).
@@ -172,6 +240,10 @@ static double fma_peak(int width, long iters, int repeats) {
 int main(int argc, char **argv) {
     // --read-only: the bandwidth figures alone, the buffer read for half a second (about a second in
     // all): the bench takes one right before and right after a decode run.
+    if (argc == 3 && strcmp(argv[1], "--split") == 0) {
+        split_read(argv[2]);
+        return 0;
+    }
     int read_only = argc > 1 && strcmp(argv[1], "--read-only") == 0;
     if (read_only) argc--, argv++;
     int repeats = read_only ? 2 : 5;

@@ -43,8 +43,27 @@ class Machine:
             + ("" if read_only else f", FMA {v['fma_gflops']:.0f} GFLOP/s at {v['fma_width']:.0f}-float vectors"))
         return v
 
+    def split_ratio(self, pieces):
+        """bench/machine --split: a bare read of pieces (bytes each, in order) one parallel read at a time,
+        over one read of all of them, median of pairs taken moments apart."""
+        r = subprocess.run([self.exe, "--split", ",".join(str(p) for p in pieces)], capture_output=True, text=True, cwd=ROOT)
+        v = {k: float(x) for k, _, x in (line.partition(" ") for line in r.stdout.splitlines())}
+        if r.returncode != 0 or "split_ratio" not in v:
+            raise BenchError(f"{rel(self.exe)} --split failed: {r.stderr.strip() or r.stdout.strip()}")
+        return v
+
     def best(self, key):
         return max((s[key] for s in self.samples if key in s), default=None)
+
+
+def decode_pieces(cfg):
+    """The weight matrices a decode step reads one after another, in bytes: per layer the QKV projection,
+    the attention output projection, the MLP's two matrices (each a parallel read that the next must wait
+    for), then wte as the LM head."""
+    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
+    rows = -(-V // 16) * 16 if cfg["weight_type"] == 2 else V
+    per_weight = WEIGHT_TYPES[cfg["weight_type"]][1]
+    return [round(per_weight * k * C * C) for _ in range(L) for k in (3, 1, 4, 4)] + [round(per_weight * rows * C)]
 
 
 def decode_bytes(cfg, prompt_len, n):

@@ -120,6 +120,10 @@ def measure(engine, machine, out_dir, args, prompt, long_prompt):
                decode_tokens=DECODE_TOKENS, prompt_len=len(prompt.split()), types={})
     for t in engines:
         res["types"][t] = summarize(files[t if t in files else "int8"], runs[(t, "decode")], runs[(t, "prefill")], res)
+    for t in TYPES:  # how much of each type's roofline gap the machine charges for reading a step in pieces
+        pieces = roofline.decode_pieces(read_config(files[t]))
+        res["types"][t]["split"] = dict(machine.split_ratio(pieces), pieces=len(pieces))
+        log(f"split read, {t}: {res['types'][t]['split']['split_ratio']:.3f} of one read")
     res["rounds"] = round_ratios(runs, engines)
     res["targets"] = targets(res["types"], res["rounds"])
     res["plot"] = None if args.no_plots else plot(res, out_dir)
@@ -235,6 +239,15 @@ def report(r):
            "Targets (issue 11), measured in this run:\n",
            table(["target", "measured", "goal", "met"],
                  [[what, f"{x:.3f}", f">= {goal:g}", "yes" if x >= goal else "**no**"] for what, x, goal in r["targets"]]),
+           "\nWhat reading a step in pieces costs on this machine: a bare read of each type's step weights (the same "
+           f"bytes, no arithmetic), one parallel read per matrix as a decode step reads them ({ty['f32']['split']['pieces']} per step, "
+           "the threads meeting after each), gets "
+           + ", ".join(f"{t} {ty[t]['split']['split_ratio']:.2f}" for t in TYPES)
+           + " of one read of all of them (`bench/machine --split BYTES,...`, median of "
+           + ", ".join(f"{ty[t]['split']['split_pairs']:.0f}" for t in TYPES)
+           + " pairs of passes moments apart). The rest of a decode's gap to its roofline is its own: the kernels' "
+           "arithmetic and the work between the matrices (attention, LayerNorm, GELU, sampling, the threads' "
+           "meetings), a larger share of a shorter step.\n",
            "\nCommands (f32; the others differ in the file):\n",
            f"    {f32['decode_cmd']}", f"    {f32['prefill_cmd']}"]
     return out
