@@ -2864,7 +2864,9 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
 //     one thread fewer does not help then; nor is the first step alone, which also maps the weights in;
 //   - below the most it may use, it tries one thread more now and then, since load comes and goes.
 // A trial that loses makes the next one of its kind wait twice as long (fewer threads: from 2 steps more
-// of starving, so that load which stays is answered within a few steps).
+// of starving, so that load which stays is answered within a few steps). Fewer threads that won on the
+// run's first few steps may have won against a disturbance of the start, which the median cannot yet
+// outvote: the count in use then tries one thread more again after only TUNER_RECHECK steps.
 // Output never depends on the thread count: every kernel computes a row the same way whoever runs it.
 // thread_tuner_step() sees nothing but step times and CPU times, so the tests drive it with made-up ones.
 
@@ -2875,6 +2877,7 @@ static void attention_tuned(float *out, const float *qkv, const KVCache *kv, int
 #define TUNER_DOWN_FIRST_WAIT 2 // ... but only 2 more starved ones for fewer threads: load that stays wins soon
 #define TUNER_MAX_WAIT 512
 #define TUNER_RECENT 8      // step times kept at the current count
+#define TUNER_RECHECK 4     // steps before trying one thread more after fewer won on fewer than TUNER_RECENT steps
 
 struct ThreadTuner {
     int max, n;                   // the most threads we may use, and the count in use
@@ -2923,11 +2926,13 @@ static double tuner_recent_median(const ThreadTuner *t) {
 static void tuner_judge_trial(ThreadTuner *t, double seconds) {
     int down = t->trial < t->n;
     if (seconds <= TUNER_GAIN * tuner_recent_median(t)) { // the trial won: move to its count
+        int early = down && t->recent_n < TUNER_RECENT;
         t->n = t->trial;
         t->recent_n = t->recent_next = 0;
         tuner_remember(t, seconds);
         t->changes++;
-        t->up_backoff = t->up_wait = TUNER_FIRST_WAIT;
+        t->up_backoff = TUNER_FIRST_WAIT;
+        t->up_wait = early ? TUNER_RECHECK : TUNER_FIRST_WAIT;
         t->down_backoff = TUNER_DOWN_FIRST_WAIT;
         t->down_wait = 0;
     } else {

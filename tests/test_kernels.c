@@ -647,6 +647,13 @@ static double blips(int step, int threads, double *lost) {
     }
     return s;
 }
+// Idle, but the host took the CPU from both threads in the first two steps, as blips() does later on: the
+// trial of one thread that follows wins against the only two steps the tuner knows.
+static double disturbed_start(int step, int threads, double *lost) {
+    double s = idle(step, threads, lost);
+    if (step < 2) *lost = threads == 2 ? 1.0 : 0.5;
+    return step < 2 ? 3 * s : s;
+}
 
 static void test_thread_tuner(void) {
     ThreadTuner t;
@@ -663,8 +670,14 @@ static void test_thread_tuner(void) {
           total / best);
     thread_tuner_init(&t, 2, 0);
     total = simulate(&t, busy, 32, &best);
-    // two steps at two threads (here 3.3x slower than one) before the trial: 1.15, not better
-    check(total < 1.15 * best, "thread tuner, a core busy, a 32-token run: %.3f of the best", total / best);
+    // two steps at two threads (here 3.3x slower than one) before the trial, and two more when the early
+    // verdict is checked (disturbed_start, below, is what that buys): 1.29, not better
+    check(total < 1.3 * best, "thread tuner, a core busy, a 32-token run: %.3f of the best", total / best);
+    thread_tuner_init(&t, 2, 0);
+    total = simulate(&t, disturbed_start, 32, &best);
+    check(t.n == 2 && t.steps_below_max <= 8 && total < 1.5 * best,
+          "thread tuner, the first two steps disturbed on an idle machine, a 32-token run: back at 2 threads soon "
+          "(%d steps on 1, %.3f of the best)", t.steps_below_max, total / best);
     thread_tuner_init(&t, 2, 0);
     total = simulate(&t, busy_for_a_while, 1000, &best);
     check(t.n == 2 && t.changes == 2 && total < 1.15 * best,
