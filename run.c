@@ -1294,6 +1294,7 @@ typedef struct {
     int top_k;         // 0 = off
     uint64_t rng;      // xorshift64* state, never 0
     ProbIndex *cands;  // (V) scratch
+    ProbIndex *spare;  // (V) scratch for sort_by_prob()
     float *probs;      // (V) scratch
 } Sampler;
 
@@ -1310,11 +1311,13 @@ static void sampler_init(Sampler *s, int V, float temperature, float top_p, int 
     s->top_k = top_k;
     s->rng = splitmix64(seed) | 1; // any seed, including 0, gives a valid non-zero state
     s->cands = xmalloc((size_t)V * sizeof(ProbIndex), "the sampler");
+    s->spare = xmalloc((size_t)V * sizeof(ProbIndex), "the sampler");
     s->probs = xmalloc((size_t)V * sizeof(float), "the sampler");
 }
 
 static void sampler_free(Sampler *s) {
     free(s->cands);
+    free(s->spare);
     free(s->probs);
 }
 
@@ -1332,11 +1335,35 @@ static int argmax(const float *x, int n) { // ties go to the lowest id
     return best;
 }
 
+// A probability's bits, complemented: ascending keys are descending probabilities (for floats >= 0).
+static uint32_t prob_key(float p) {
+    uint32_t bits;
+    memcpy(&bits, &p, sizeof bits);
+    return ~bits;
+}
+
 // Higher probability first; equal probabilities by id, so the order never depends on qsort's whims.
 static int prob_desc(const void *a, const void *b) {
     const ProbIndex *x = a, *y = b;
     if (x->prob != y->prob) return x->prob > y->prob ? -1 : 1;
     return (x->id > y->id) - (x->id < y->id);
+}
+
+// Sorts a[0..n) into prob_desc()'s order in linear time (spare: room for n more). A top-p draw may
+// have tens of thousands of candidates (a flat distribution: random weights, a high temperature), and
+// qsort then took most of a decode step. A probability is a float >= 0, whose bits order like the
+// number, so four stable passes, one per byte of the complemented bits, lowest byte first, sort
+// largest first; the candidates arrive in id order and stable passes keep equal probabilities so.
+static void sort_by_prob(ProbIndex *a, ProbIndex *spare, int n) {
+    for (int shift = 0; shift < 32; shift += 8) {
+        int start[257] = {0}; // start[b + 1] counts, then start[b] is where byte value b goes
+        for (int i = 0; i < n; i++) start[(prob_key(a[i].prob) >> shift & 255) + 1]++;
+        for (int b = 0; b < 256; b++) start[b + 1] += start[b];
+        for (int i = 0; i < n; i++) spare[start[prob_key(a[i].prob) >> shift & 255]++] = a[i];
+        ProbIndex *t = a; // the sorted-so-far array is now spare; after the 4th pass it is a again
+        a = spare;
+        spare = t;
+    }
 }
 
 // Restores the heap below a[p] in a[0..k), whose root is the worst of the candidates kept.
@@ -1383,7 +1410,7 @@ static int sample(Sampler *s, const float *logits, int V) {
         select_top_k(s->cands, n, s->top_k);
         n = s->top_k;
     } else if (s->top_p < 1.0f) {
-        qsort(s->cands, (size_t)n, sizeof *s->cands, prob_desc);
+        sort_by_prob(s->cands, s->spare, n);
     }
     // The mass the kept candidates are measured against: after top-k the distribution is renormalized
     // over the k survivors; otherwise it is the whole distribution (whose sum is 1).

@@ -474,6 +474,30 @@ static void test_sampler(void) {
     select_top_k(a, 300, 17);
     qsort(b, 300, sizeof *b, prob_desc);
     check(memcmp(a, b, 17 * sizeof *a) == 0, "select_top_k returns the same 17 as a full sort, in order");
+
+    // sort_by_prob against qsort with prob_desc: many ties (a few distinct values, spread over the ids),
+    // zeros, values across the whole exponent range, and the short cases.
+    enum { N = 5000 };
+    ProbIndex *c = malloc(N * sizeof *c), *d = malloc(N * sizeof *d), *spare = malloc(N * sizeof *spare);
+    int sizes[] = {0, 1, 2, 3, 255, 256, 257, N};
+    for (int k = 0; k < (int)(sizeof sizes / sizeof *sizes); k++) {
+        int n = sizes[k], same = 1;
+        for (int kind = 0; kind < 3; kind++) {
+            for (int i = 0; i < n; i++) {
+                float v = kind == 0 ? (float)(rand() % 7) / 8                  // ties and zeros
+                          : kind == 1 ? ldexpf(frand() + 1.0f, -(rand() % 120)) // tiny to 2
+                                      : fabsf(frand() * frand());
+                c[i] = d[i] = (ProbIndex){v, i};
+            }
+            sort_by_prob(c, spare, n);
+            if (n > 0) qsort(d, (size_t)n, sizeof *d, prob_desc);
+            same &= n == 0 || memcmp(c, d, (size_t)n * sizeof *c) == 0;
+        }
+        check(same, "sort_by_prob: %d candidates in the order qsort with prob_desc gives (ties, zeros, tiny values)", n);
+    }
+    free(c);
+    free(d);
+    free(spare);
 }
 
 // A tiny but complete model.bin image in memory (version 1, or 2 and 3 with a weight type), all zeros
