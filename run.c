@@ -1351,7 +1351,7 @@ static int prob_desc(const void *a, const void *b) {
 
 // Sorts a[0..n) into prob_desc()'s order in linear time (spare: room for n more). A top-p draw may
 // have tens of thousands of candidates (a flat distribution: random weights, a high temperature), and
-// qsort then took most of a decode step. A probability is a float >= 0, whose bits order like the
+// qsort was then a large part of a decode step. A probability is a float >= 0, whose bits order like the
 // number, so four stable passes, one per byte of the complemented bits, lowest byte first, sort
 // largest first; the candidates arrive in id order and stable passes keep equal probabilities so.
 static void sort_by_prob(ProbIndex *a, ProbIndex *spare, int n) {
