@@ -1328,6 +1328,15 @@ static float random_unit(Sampler *s) { // uniform in [0, 1)
     return (float)((s->rng * 0x2545F4914F6CDD1DULL) >> 40) / 16777216.0f;
 }
 
+// The largest of x[0..n): a reduction of values vectorizes where argmax's index does not (the pragma
+// says the order of comparisons does not matter, which for a maximum of finite numbers is true).
+static float max_of(const float *x, int n) {
+    float m = x[0];
+#pragma omp simd reduction(max : m)
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
 static int argmax(const float *x, int n) { // ties go to the lowest id
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -1393,7 +1402,7 @@ static void select_top_k(ProbIndex *a, int n, int k) {
 
 static int sample(Sampler *s, const float *logits, int V) {
     if (s->temperature == 0.0f) return argmax(logits, V);
-    float max = logits[argmax(logits, V)];
+    float max = max_of(logits, V);
     for (int i = 0; i < V; i++) s->probs[i] = exp_fast((logits[i] - max) / s->temperature);
     double total = 0.0;
     for (int i = 0; i < V; i++) total += s->probs[i];
@@ -1403,8 +1412,13 @@ static int sample(Sampler *s, const float *logits, int V) {
     // so dropping those first leaves a short list to sort (llama2.c's trick) and changes nothing.
     int n = 0;
     float cutoff = (s->top_k == 0 && s->top_p < 1.0f) ? (1.0f - s->top_p) / (float)(V - 1 > 0 ? V - 1 : 1) : 0.0f;
-    for (int i = 0; i < V; i++)
-        if (s->probs[i] >= cutoff) s->cands[n++] = (ProbIndex){s->probs[i], i};
+    if (cutoff > 0.0f) {
+        for (int i = 0; i < V; i++)
+            if (s->probs[i] >= cutoff) s->cands[n++] = (ProbIndex){s->probs[i], i};
+    } else { // every token: a loop without a branch, which vectorizes
+        for (int i = 0; i < V; i++) s->cands[i] = (ProbIndex){s->probs[i], i};
+        n = V;
+    }
     if (n == 0) s->cands[n++] = (ProbIndex){s->probs[argmax(s->probs, V)], argmax(s->probs, V)};
     if (s->top_k > 0 && s->top_k < n) {
         select_top_k(s->cands, n, s->top_k);
@@ -1795,9 +1809,9 @@ static int prefill(const Model *m, RunState *s, KVCache *kv, const int *prompt, 
 }
 
 static void check_logits(const float *logits, int V, int pos) {
-    for (int j = 0; j < V; j++)
-        if (!isfinite(logits[j]))
-            die("the model computed a non-finite logit (NaN or infinity) at position %d: its weights are corrupt", pos);
+    int bad = 0;
+    for (int j = 0; j < V; j++) bad |= !isfinite(logits[j]); // no early exit, so the loop vectorizes
+    if (bad) die("the model computed a non-finite logit (NaN or infinity) at position %d: its weights are corrupt", pos);
 }
 
 typedef enum { STOP_REQUESTED, STOP_CONTEXT, STOP_EOS } StopReason;
