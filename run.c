@@ -1914,7 +1914,7 @@ static void perplexity(const Model *m, RunState *s, KVCache *kv, const int *ids,
                 die("cannot write the --logits file: %s", strerror(errno));
             for (int i = 0; i < rows; i++) { // -log softmax(logits)[target], in double
                 const float *lg = s->logits + (size_t)i * V;
-                float max = lg[argmax(lg, V)];
+                float max = max_of(lg, V);
                 double sum = 0.0;
                 for (int j = 0; j < V; j++) sum += exp((double)lg[j] - max);
                 total += log(sum) + max - lg[seq[start + r + i + 1]];
