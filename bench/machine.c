@@ -168,7 +168,7 @@ static void split_read(const char *spec) {
     for (const char *p = spec; *p;) {
         char *end;
         long long bytes = strtoll(p, &end, 10);
-        if (end == p || bytes < 128 || n_pieces == MAX_PIECES || (*end && *end != ',')) {
+        if (end == p || bytes < 128 || n_pieces == MAX_PIECES || (*end && (*end != ',' || !end[1]))) {
             fprintf(stderr, "error: --split wants up to %d comma-separated sizes of at least 128 bytes\n", MAX_PIECES);
             exit(1);
         }
