@@ -93,9 +93,10 @@ static double read_pass(const float *a, size_t n) {
 }
 
 // Reads a buffer pass after pass. Pass 0 is untimed (page faults); then at least `repeats` passes, and
-// more until `seconds` have passed. Returns the best pass's GB/s; *mean gets all timed passes' bytes over their total time. This VM's
-// bandwidth moves within a second (a pass can take twice as long as the one before), so the best pass
-// is the machine at its fastest moment, and the mean what a longer read gets on average.
+// more until `seconds` have passed. Returns the best pass's GB/s; *mean gets all timed passes' bytes over
+// their total time. This VM's bandwidth moves within a second (a pass can take twice as long as the one
+// before), so the best pass is the machine at its fastest moment, and the mean what a longer read gets
+// on average.
 static double read_loop(const float *a, size_t bytes, int repeats, double seconds, double *mean) {
     size_t n = bytes / sizeof(float);
     double best = 1e30, sink = 0, timed = 0;

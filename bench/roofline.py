@@ -31,11 +31,7 @@ class Machine:
     def sample(self, when, read_only=False):
         """Returns the sample: limit_gbps, the decode limit (the faster of a 1 GiB buffer's best pass and the
         model file read through mmap), and read_mean_gbps, the buffer's mean over its passes."""
-        cmd = [self.exe] + (["--read-only"] if read_only else []) + [self.model]
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        v = {k: float(x) for k, _, x in (line.partition(" ") for line in r.stdout.splitlines())}
-        if r.returncode != 0 or "read_gbps" not in v or ("fma_gflops" not in v and not read_only):
-            raise BenchError(f"{rel(self.exe)} failed: {r.stderr.strip() or r.stdout.strip()}")
+        v = self.run((["--read-only"] if read_only else []) + [self.model], ["read_gbps"] + ([] if read_only else ["fma_gflops"]))
         v.update(when=when, limit_gbps=max(v["read_gbps"], v.get("file_read_gbps", 0)))
         self.samples.append(v)
         log(f"machine ({when}): read {v['read_gbps']:.1f} GB/s, mean {v['read_mean_gbps']:.1f} (model file via mmap: "
@@ -46,10 +42,14 @@ class Machine:
     def split_ratio(self, pieces):
         """bench/machine --split: a bare read of pieces (bytes each, in order) one parallel read at a time,
         over one read of all of them, median of pairs taken moments apart."""
-        r = subprocess.run([self.exe, "--split", ",".join(str(p) for p in pieces)], capture_output=True, text=True, cwd=ROOT)
+        return self.run(["--split", ",".join(str(p) for p in pieces)], ["split_ratio"])
+
+    def run(self, args, required):
+        """bench/machine's "key value" lines as a dict; BenchError if it fails or leaves out a required key."""
+        r = subprocess.run([self.exe] + args, capture_output=True, text=True, cwd=ROOT)
         v = {k: float(x) for k, _, x in (line.partition(" ") for line in r.stdout.splitlines())}
-        if r.returncode != 0 or "split_ratio" not in v:
-            raise BenchError(f"{rel(self.exe)} --split failed: {r.stderr.strip() or r.stdout.strip()}")
+        if r.returncode != 0 or any(k not in v for k in required):
+            raise BenchError(f"{rel(self.exe)} {args[0]} failed: {r.stderr.strip() or r.stdout.strip()}")
         return v
 
     def best(self, key):
@@ -60,10 +60,14 @@ def decode_pieces(cfg):
     """The weight matrices a decode step reads one after another, in bytes: per layer the QKV projection,
     the attention output projection, the MLP's two matrices (each a parallel read that the next must wait
     for), then wte as the LM head."""
-    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
-    rows = -(-V // 16) * 16 if cfg["weight_type"] == 2 else V
+    L, C = cfg["n_layer"], cfg["n_embd"]
     per_weight = WEIGHT_TYPES[cfg["weight_type"]][1]
-    return [round(per_weight * k * C * C) for _ in range(L) for k in (3, 1, 4, 4)] + [round(per_weight * rows * C)]
+    return [round(per_weight * k * C * C) for _ in range(L) for k in (3, 1, 4, 4)] + [round(per_weight * lm_head_rows(cfg) * C)]
+
+
+def lm_head_rows(cfg):
+    """wte's stored rows: int8 stores them in whole groups of 16, the last padded with zero rows."""
+    return -(-cfg["vocab_size"] // 16) * 16 if cfg["weight_type"] == 2 else cfg["vocab_size"]
 
 
 def decode_bytes(cfg, prompt_len, n):
@@ -72,9 +76,8 @@ def decode_bytes(cfg, prompt_len, n):
     LayerNorms and one wpe row (float32); plus the K and V rows attention reads (a step at position p
     reads p + 1 of them; int8 also reads the zero rows that pad wte to a multiple of 16). Returns both
     parts."""
-    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
-    rows = -(-V // 16) * 16 if cfg["weight_type"] == 2 else V  # int8 stores wte's rows in whole groups of 16
-    weights = WEIGHT_TYPES[cfg["weight_type"]][1] * (L * 12 * C * C + rows * C + C) + 4 * (L * 13 * C + 2 * C + C)
+    L, C = cfg["n_layer"], cfg["n_embd"]
+    weights = WEIGHT_TYPES[cfg["weight_type"]][1] * (L * 12 * C * C + lm_head_rows(cfg) * C + C) + 4 * (L * 13 * C + 2 * C + C)
     return weights, 2 * L * C * 4 * (prompt_len + (n + 1) / 2)
 
 
