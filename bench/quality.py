@@ -9,8 +9,8 @@ position; f16 and int8 are then compared with f32 position by position:
   KL divergence         KL(p_f32 || p_type) of the softmax distributions, in nats, mean and maximum
 and each type's perplexity on the text. Two random models: the GPT-2 124M-shaped one (std 0.02, as
 GPT-2 initializes) and a small one with std 0.2, whose attention is peaked. Random weights are a proxy:
-real checkpoints have outlier features, which matter most where activations are quantized; this
-engine quantizes only the weights and keeps activations in float32.
+real checkpoints have outlier features, which matter most where activations are quantized, as this
+engine's int8 does (per block of 32 inputs, each block with its own scale).
 
 Run as a script by a python with numpy, it compares two logits files:
     /usr/bin/python3 bench/quality.py F32_LOGITS OTHER_LOGITS VOCAB_SIZE     (prints one JSON line)
@@ -103,8 +103,9 @@ def report(r):
             "softmax distributions, in nats. Median, mean and max are over the positions. Perplexities of random weights are "
             "near or above the vocabulary size and only compared with each other.\n",
             "Random weights are a proxy. Real checkpoints have outlier features (a few channels far larger than the "
-            "rest), which hurt most when activations are quantized; this engine quantizes only the weights and keeps "
-            "activations in float32, but the figures for a real GPT-2 may still differ. Checkpoints: " +
+            "rest), which hurt most when activations are quantized, as this engine's int8 does (per block of 32 inputs, "
+            "each with its own scale, so an outlier costs precision to the 31 other inputs of its block): the int8 "
+            "figures for a real GPT-2 may be worse than these. Checkpoints: " +
             ", ".join(f"{m['checkpoint']} ({m['label']})" for m in r["models"]) + ". Command (per type):\n",
             f"    {first['f32']['cmd']}"]
 
