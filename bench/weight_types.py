@@ -140,7 +140,7 @@ def summarize(path, decode_runs, prefill_runs, res):
     return dict(file=rel(path), file_bytes=os.path.getsize(path), maxrss_kb=max(r["maxrss_kb"] for r in decode_runs),
                 paired_fraction=statistics.median(x["fraction"] for x in paired),
                 paired_fraction_mean=statistics.median(x["fraction_mean"] for x in paired), paired_fractions=paired,
-                decode_tok_s=d["decode_tok_s"], bytes_per_token=weights + kv, weight_bytes=weights, kv_bytes=kv,
+                decode_tok_s=d["decode_tok_s"], decode_runs_tok_s=[r["decode_tok_s"] for r in decode_runs], bytes_per_token=weights + kv, weight_bytes=weights, kv_bytes=kv,
                 prefill_tokens=p["prefill_tokens"], prefill_tok_s=p["prefill_tok_s"],
                 prefill_fraction=flops / p["prefill_s"] / 1e9 / res["fma_gflops"],
                 repeats=(len(decode_runs), len(prefill_runs)), csv=d["csv"], decode_cmd=d["cmd"], prefill_cmd=p["cmd"],
@@ -157,6 +157,19 @@ def round_ratios(runs, engines):
         ratios = [r["decode_tok_s"] / b for r, b in zip(runs[(t, "decode")], f32)]
         out[t] = dict(ratios=ratios, median=statistics.median(ratios))
     return out
+
+
+def round_table(ty, rounds):
+    """Every decode run, round by round: its tok/s, the mean bandwidth around it and its fraction of that,
+    and the ratios to f32's run of the round. The medians hide it when the bandwidth changes state between
+    rounds: a type that keeps up with the bandwidth gains in a fast round, one held back by its own work
+    does not."""
+    names, others = list(ty), [t for t in ty if t != "f32"]
+    cell = lambda t, i: (f"{ty[t]['decode_runs_tok_s'][i]:.1f} ({ty[t]['paired_fractions'][i]['mean_gbps']:.1f} GB/s, "
+                         f"{pct(ty[t]['paired_fractions'][i]['fraction_mean'])})")
+    rows = [[i + 1] + [cell(t, i) for t in names] + [f"{rounds[t]['ratios'][i]:.2f}x" for t in others]
+            for i in range(len(ty["f32"]["decode_runs_tok_s"]))]
+    return table(["round"] + [f"{t}: tok/s (mean bandwidth, of roofline)" for t in names] + [f"{t} / f32" for t in others], rows)
 
 
 def targets(ty, rounds):
@@ -236,6 +249,9 @@ def report(r):
               f"(median of the rounds) and prefill "
               f"{ty['int8']['prefill_tok_s'] / ty[DEQUANT]['prefill_tok_s']:.2f}x the float-input design in this run.\n"]
              if DEQUANT in ty else []),
+           "Round by round (each decode run: tok/s, the mean of the two bandwidth samples' means around it, and "
+           "the run's fraction of its roofline on that bandwidth; then each type's run over f32's of the round):\n",
+           round_table(ty, rounds) + "\n",
            "Targets (issue 11), measured in this run:\n",
            table(["target", "measured", "goal", "met"],
                  [[what, f"{x:.3f}", f">= {goal:g}", "yes" if x >= goal else "**no**"] for what, x, goal in r["targets"]]),
