@@ -1419,7 +1419,10 @@ static int sample(Sampler *s, const float *logits, int V) {
         for (int i = 0; i < V; i++) s->cands[i] = (ProbIndex){s->probs[i], i};
         n = V;
     }
-    if (n == 0) s->cands[n++] = (ProbIndex){s->probs[argmax(s->probs, V)], argmax(s->probs, V)};
+    if (n == 0) { // every probability under the cutoff (a top-p below 1 / V can do that): keep the likeliest
+        int best = argmax(s->probs, V);
+        s->cands[n++] = (ProbIndex){s->probs[best], best};
+    }
     if (s->top_k > 0 && s->top_k < n) {
         select_top_k(s->cands, n, s->top_k);
         n = s->top_k;
